@@ -1,0 +1,464 @@
+#!/usr/bin/env bash
+# Local Kubernetes control planes for flotilla's integration tests, demo and benchmarks: ONE etcd
+# and N kube-apiservers, each a separate "cluster" (its own etcd prefix, CA, serving certificate,
+# service-account key and static admin token). No nodes, no controller-manager, no scheduler.
+#
+#   local-clusters.sh up --count N --dir DIR [--version X.Y[,X.Y...]] [--names a,b,c]
+#                        [--owner-pid PID] [--timeout SECONDS]
+#   local-clusters.sh down --dir DIR
+#
+#   --count     number of clusters (default: the number of --names, else 1)
+#   --names     comma-separated cluster names (default cluster-1..N); lowercase DNS labels
+#   --version   kube minor (1.34), or full version (v1.34.4); a comma list is assigned to the
+#               clusters in order and repeats if shorter (default: newest in $BIN/kube-versions)
+#   --owner-pid a detached watchdog runs `down` when this process exits
+#   --timeout   seconds to wait for etcd and for every apiserver to become ready (default 120)
+#
+# `up` prints one line per cluster on stdout: NAME VERSION KUBECONFIG (also kept in DIR/clusters);
+# progress and errors go to stderr. DIR/<name>.kubeconfig has the context <name> (current), server
+# https://127.0.0.1:PORT, the CA inline and the admin token (group system:masters). Logs are in
+# DIR/logs and survive `down`; everything else `up` wrote is removed by `down`. If `up` fails
+# half-way it stops what it started.
+#
+# Binaries come from scripts/testbin.sh's cache: FLOTILLA_TESTBIN (default
+# $HOME/.cache/flotilla/testbin).
+set -euo pipefail
+
+BIN="${FLOTILLA_TESTBIN:-$HOME/.cache/flotilla/testbin}"
+SELF="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")"
+SERVICE_CIDR=10.96.0.0/16
+SERVICE_IP=10.96.0.1
+
+log() { printf 'local-clusters: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+usage() {
+  sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$SELF" >&2
+  exit 2
+}
+
+# abs_dir DIR — absolute path without requiring the directory to exist.
+abs_dir() {
+  case $1 in
+    /*) printf '%s\n' "${1%/}" ;;
+    *) printf '%s/%s\n' "$PWD" "${1%/}" ;;
+  esac
+}
+
+# free_ports N — N distinct TCP ports on 127.0.0.1 that are free right now. Drawn at random below
+# the kernel's ephemeral range, so outgoing connections cannot take them before the server binds,
+# and so concurrent launchers rarely pick the same ones (a collision is retried, see start_*).
+free_ports() {
+  python3 - "$1" <<'PY'
+import random, socket, sys
+want, got, socks = int(sys.argv[1]), [], []
+for port in random.sample(range(20000, 32000), 400):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        s.close()
+        continue
+    socks.append(s)
+    got.append(port)
+    if len(got) == want:
+        break
+for s in socks:
+    s.close()
+if len(got) < want:
+    sys.exit("no free ports")
+print(" ".join(map(str, got)))
+PY
+}
+
+# alive PID DIR — PID runs and is ours (its command line mentions DIR; guards against pid reuse).
+alive() {
+  local pid=$1 dir=$2 cmdline
+  [ -r "/proc/$pid/cmdline" ] || return 1
+  cmdline=$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null) || return 1
+  [[ $cmdline == *"$dir"* ]]
+}
+
+# ---------------------------------------------------------------------------------------- down
+
+cmd_down() {
+  local dir=$1
+  [ -d "$dir" ] || return 0
+  local run="$dir/run" pids=() f pid
+  if [ -d "$run" ]; then
+    for f in "$run"/*.pid; do
+      [ -e "$f" ] || continue
+      pid=$(<"$f")
+      [[ $pid =~ ^[0-9]+$ ]] || continue
+      # The watchdog runs `down` itself; it must not signal the shell that runs it.
+      [ "$pid" = "$$" ] && continue
+      [ "$pid" = "${BASHPID:-$$}" ] && continue
+      alive "$pid" "$dir" && pids+=("$pid")
+    done
+  fi
+  if [ ${#pids[@]} -gt 0 ]; then
+    kill -TERM "${pids[@]}" 2>/dev/null || true
+    local i left
+    for ((i = 0; i < 100; i++)); do # up to 10 s
+      left=()
+      for pid in "${pids[@]}"; do alive "$pid" "$dir" && left+=("$pid"); done
+      [ ${#left[@]} -eq 0 ] && break
+      sleep 0.1
+    done
+    if [ ${#left[@]} -gt 0 ]; then
+      log "killing ${left[*]} (did not stop on TERM)"
+      kill -KILL "${left[@]}" 2>/dev/null || true
+      for ((i = 0; i < 50; i++)); do
+        local any=0
+        for pid in "${left[@]}"; do alive "$pid" "$dir" && any=1; done
+        [ $any -eq 0 ] && break
+        sleep 0.1
+      done
+    fi
+  fi
+  # Remove everything `up` wrote except the logs.
+  rm -rf "$run" "$dir/etcd" "$dir/pki" "$dir/clusters"
+  rm -f "$dir"/*.kubeconfig
+}
+
+# ------------------------------------------------------------------------------------ watchdog
+
+# _watch DIR OWNER — runs detached; calls down when OWNER exits or stops when DIR's state is gone.
+cmd_watch() {
+  local dir=$1 owner=$2
+  [ -d "$dir/run" ] || return 0
+  echo "$$" > "$dir/run/watchdog.pid"
+  while [ -d "/proc/$owner" ] && [ -d "$dir/run" ]; do sleep 0.5; done
+  [ -d "$dir/run" ] && cmd_down "$dir"
+  return 0
+}
+
+# ------------------------------------------------------------------------------------------ up
+
+# resolve_version SPEC — full version (v1.34.4) in kube-versions for a minor or a full version.
+resolve_version() {
+  local spec=${1#v} v
+  while read -r v; do
+    [ -n "$v" ] || continue
+    if [ "${v#v}" = "$spec" ] || [[ ${v#v} == "$spec".* ]]; then
+      printf '%s\n' "$v"
+      return 0
+    fi
+  done < "$BIN/kube-versions"
+  return 1
+}
+
+# make_pki NAME — CA, serving certificate, service-account key and token for one cluster.
+make_pki() {
+  local name=$1 p="$PKI/$1"
+  mkdir -p "$p"
+  openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -keyout "$p/ca.key" -out "$p/ca.crt" -days 3650 -subj "/CN=flotilla-$name-ca" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    2>/dev/null
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -keyout "$p/serving.key" -out "$p/serving.csr" -subj "/CN=kube-apiserver" 2>/dev/null
+  cat > "$p/serving.ext" <<EXT
+basicConstraints=CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=serverAuth
+subjectAltName=IP:127.0.0.1,DNS:localhost,IP:$SERVICE_IP,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
+EXT
+  openssl x509 -req -in "$p/serving.csr" -CA "$p/ca.crt" -CAkey "$p/ca.key" -CAcreateserial \
+    -out "$p/serving.crt" -days 3650 -extfile "$p/serving.ext" 2>/dev/null
+  openssl ecparam -name prime256v1 -genkey -noout -out "$p/sa.key" 2>/dev/null
+  openssl ec -in "$p/sa.key" -pubout -out "$p/sa.pub" 2>/dev/null
+  local token
+  token=$(openssl rand -hex 24)
+  printf '%s\n' "$token" > "$p/token"
+  printf '%s,flotilla-admin,flotilla-admin,"system:masters"\n' "$token" > "$p/tokens.csv"
+  chmod 600 "$p"/*.key "$p/token" "$p/tokens.csv"
+}
+
+# start_etcd — one etcd for every cluster; sets ETCD_URL. Retries on a port collision.
+start_etcd() {
+  local attempt client peer pid i
+  for attempt in 1 2 3; do
+    read -r client peer <<<"$(free_ports 2)"
+    rm -rf "$DIR/etcd"
+    "$BIN/etcd" --name flotilla --data-dir "$DIR/etcd" \
+      --listen-client-urls "http://127.0.0.1:$client" --advertise-client-urls "http://127.0.0.1:$client" \
+      --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
+      --initial-cluster "flotilla=http://127.0.0.1:$peer" --initial-cluster-state new \
+      --unsafe-no-fsync --log-level warn \
+      </dev/null >"$LOGS/etcd.log" 2>&1 &
+    pid=$!
+    echo "$pid" > "$RUN/etcd.pid"
+    ETCD_URL="http://127.0.0.1:$client"
+    for ((i = 0; i < TIMEOUT * 20; i++)); do
+      if curl -fsS --max-time 1 "$ETCD_URL/health" 2>/dev/null | grep -q '"health":"true"'; then
+        return 0
+      fi
+      if ! alive "$pid" "$DIR"; then
+        if grep -q 'address already in use' "$LOGS/etcd.log" && [ "$attempt" -lt 3 ]; then
+          log "etcd: port taken, retrying"
+          continue 2
+        fi
+        die "etcd exited; tail of $LOGS/etcd.log:
+$(tail -n 30 "$LOGS/etcd.log")"
+      fi
+      sleep 0.05
+    done
+    die "etcd not healthy after ${TIMEOUT}s; tail of $LOGS/etcd.log:
+$(tail -n 30 "$LOGS/etcd.log")"
+  done
+}
+
+# start_apiserver INDEX — (re)starts cluster INDEX's apiserver on a fresh port.
+start_apiserver() {
+  local i=$1 name=${NAMES[$1]} version=${VERSIONS[$1]} port p="$PKI/${NAMES[$1]}"
+  local extra=()
+  read -r -a extra <<<"$APISERVER_EXTRA"
+  port=$(free_ports 1)
+  PORTS[i]=$port
+  "$BIN/kube-apiserver-$version" \
+    --etcd-servers="$ETCD_URL" --etcd-prefix="/$name" \
+    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$port" \
+    --cert-dir="$p" --tls-cert-file="$p/serving.crt" --tls-private-key-file="$p/serving.key" \
+    --client-ca-file="$p/ca.crt" \
+    --token-auth-file="$p/tokens.csv" --authorization-mode=RBAC \
+    --service-account-issuer="https://kubernetes.default.svc.cluster.local" \
+    --service-account-key-file="$p/sa.pub" --service-account-signing-key-file="$p/sa.key" \
+    --service-cluster-ip-range="$SERVICE_CIDR" \
+    --disable-admission-plugins=ServiceAccount \
+    "${extra[@]}" \
+    </dev/null >"$LOGS/$name.log" 2>&1 &
+  PIDS[i]=$!
+  echo "${PIDS[i]}" > "$RUN/$name.pid"
+}
+
+# write_kubeconfig INDEX
+write_kubeconfig() {
+  local i=$1 name=${NAMES[$1]} p="$PKI/${NAMES[$1]}" ca token
+  ca=$(base64 -w0 < "$p/ca.crt")
+  token=$(<"$p/token")
+  local out="$DIR/$name.kubeconfig"
+  cat > "$out.tmp" <<KC
+apiVersion: v1
+kind: Config
+clusters:
+- name: $name
+  cluster:
+    server: https://127.0.0.1:${PORTS[i]}
+    certificate-authority-data: $ca
+users:
+- name: $name-admin
+  user:
+    token: $token
+contexts:
+- name: $name
+  context:
+    cluster: $name
+    user: $name-admin
+current-context: $name
+KC
+  chmod 600 "$out.tmp"
+  mv "$out.tmp" "$out"
+}
+
+# probe INDEX — 0 when the apiserver is ready and the default namespace exists.
+probe() {
+  local i=$1 p="$PKI/${NAMES[$1]}" base="https://127.0.0.1:${PORTS[$1]}" token
+  token=$(<"$p/token")
+  [ "$(curl -sS --max-time 2 --cacert "$p/ca.crt" -H "Authorization: Bearer $token" \
+    "$base/readyz" 2>/dev/null)" = ok ] || return 1
+  # readyz can answer before the bootstrap controller created the namespace "default".
+  curl -fsS -o /dev/null --max-time 2 --cacert "$p/ca.crt" -H "Authorization: Bearer $token" \
+    "$base/api/v1/namespaces/default" 2>/dev/null
+}
+
+# up_exit — EXIT trap of a failing `up`: stop whatever was started.
+up_exit() {
+  local rc=$?
+  if [ $rc -ne 0 ]; then
+    log "up failed; cleaning up"
+    cmd_down "$DIR"
+  fi
+}
+
+cmd_up() {
+  local count="" names="" versions="" owner="" dir=""
+  TIMEOUT=120
+  while [ $# -gt 0 ]; do
+    case $1 in
+      --count) count=${2:-}; shift 2 ;;
+      --dir) dir=${2:-}; shift 2 ;;
+      --version) versions=${2:-}; shift 2 ;;
+      --names) names=${2:-}; shift 2 ;;
+      --owner-pid) owner=${2:-}; shift 2 ;;
+      --timeout) TIMEOUT=${2:-}; shift 2 ;;
+      -h | --help) usage ;;
+      *) die "up: unknown argument '$1' (see --help)" ;;
+    esac
+  done
+  [ -n "$dir" ] || die "up: --dir is required"
+  [[ $TIMEOUT =~ ^[1-9][0-9]*$ ]] || die "up: --timeout must be a positive integer"
+  [ -z "$owner" ] || [[ $owner =~ ^[1-9][0-9]*$ ]] || die "up: --owner-pid must be a pid"
+  [ -z "$owner" ] || [ -d "/proc/$owner" ] || die "up: owner process $owner does not exist"
+
+  NAMES=()
+  if [ -n "$names" ]; then
+    IFS=, read -r -a NAMES <<<"$names"
+    [ -n "$count" ] || count=${#NAMES[@]}
+  fi
+  [ -n "$count" ] || count=1
+  [[ $count =~ ^[1-9][0-9]*$ ]] || die "up: --count must be a positive integer"
+  if [ ${#NAMES[@]} -eq 0 ]; then
+    local n
+    for ((n = 1; n <= count; n++)); do NAMES+=("cluster-$n"); done
+  fi
+  [ ${#NAMES[@]} -eq "$count" ] || die "up: --names has ${#NAMES[@]} names, --count is $count"
+  local name seen=" "
+  for name in "${NAMES[@]}"; do
+    [[ $name =~ ^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$ ]] \
+      || die "up: cluster name '$name' is not a lowercase DNS label"
+    [[ $seen == *" $name "* ]] && die "up: cluster name '$name' given twice"
+    seen+="$name "
+  done
+
+  local tool
+  for tool in etcd kube-versions; do
+    [ -e "$BIN/$tool" ] || die "$BIN/$tool is missing; run scripts/testbin.sh first"
+  done
+  for tool in openssl curl python3 base64; do
+    command -v "$tool" >/dev/null || die "$tool is required"
+  done
+  local specs=() spec full
+  if [ -n "$versions" ]; then
+    IFS=, read -r -a specs <<<"$versions"
+  else
+    specs=("$(sort -V "$BIN/kube-versions" | sed '/^$/d' | tail -n 1)")
+  fi
+  [ ${#specs[@]} -gt 0 ] || die "up: --version is empty"
+  VERSIONS=()
+  for ((n = 0; n < count; n++)); do
+    spec=${specs[n % ${#specs[@]}]}
+    full=$(resolve_version "$spec") \
+      || die "up: version '$spec' is not built (have: $(tr '\n' ' ' < "$BIN/kube-versions")); see scripts/testbin.sh"
+    [ -x "$BIN/kube-apiserver-$full" ] \
+      || die "$BIN/kube-apiserver-$full is missing; run scripts/testbin.sh first"
+    VERSIONS+=("$full")
+  done
+
+  DIR=$(abs_dir "$dir")
+  RUN="$DIR/run"
+  PKI="$DIR/pki"
+  LOGS="$DIR/logs"
+  if [ -d "$RUN" ]; then
+    local f
+    for f in "$RUN"/*.pid; do
+      [ -e "$f" ] || continue
+      alive "$(<"$f")" "$DIR" && die "$DIR is already up; run: $0 down --dir $DIR"
+    done
+    cmd_down "$DIR"
+  fi
+  mkdir -p "$RUN" "$PKI" "$LOGS"
+
+  # From here on, a failure stops whatever was started.
+  trap up_exit EXIT
+  trap 'exit 130' INT TERM
+
+  if [ -n "$owner" ]; then
+    # The watchdog records its own pid (setsid may fork).
+    setsid nohup "$SELF" _watch --dir "$DIR" --owner-pid "$owner" </dev/null >/dev/null 2>&1 &
+  fi
+
+  local i jobs=() failed=0
+  for ((i = 0; i < count; i++)); do
+    make_pki "${NAMES[i]}" &
+    jobs+=($!)
+  done
+  for i in "${jobs[@]}"; do wait "$i" || failed=1; done
+  [ $failed -eq 0 ] || die "certificate generation failed (openssl)"
+
+  start_etcd
+
+  PORTS=()
+  PIDS=()
+  for ((i = 0; i < count; i++)); do start_apiserver "$i"; done
+
+  local deadline=$((SECONDS + TIMEOUT)) pending=("${!NAMES[@]}") still retries=()
+  for ((i = 0; i < count; i++)); do retries[i]=0; done
+  while [ ${#pending[@]} -gt 0 ]; do
+    still=()
+    for i in "${pending[@]}"; do
+      if probe "$i"; then
+        continue
+      fi
+      if ! alive "${PIDS[i]}" "$DIR"; then
+        if grep -q 'address already in use' "$LOGS/${NAMES[i]}.log" && [ "${retries[i]}" -lt 2 ]; then
+          retries[i]=$((retries[i] + 1))
+          log "${NAMES[i]}: port ${PORTS[i]} taken, retrying"
+          start_apiserver "$i"
+          still+=("$i")
+          continue
+        fi
+        die "kube-apiserver of ${NAMES[i]} (${VERSIONS[i]}) exited; tail of $LOGS/${NAMES[i]}.log:
+$(tail -n 30 "$LOGS/${NAMES[i]}.log")"
+      fi
+      still+=("$i")
+    done
+    pending=("${still[@]+"${still[@]}"}")
+    [ ${#pending[@]} -eq 0 ] && break
+    if [ $SECONDS -ge $deadline ]; then
+      i=${pending[0]}
+      die "kube-apiserver of ${NAMES[i]} (${VERSIONS[i]}, https://127.0.0.1:${PORTS[i]}) not ready after ${TIMEOUT}s; tail of $LOGS/${NAMES[i]}.log:
+$(tail -n 30 "$LOGS/${NAMES[i]}.log")"
+    fi
+    sleep 0.1
+  done
+
+  : > "$DIR/clusters.tmp"
+  for ((i = 0; i < count; i++)); do
+    write_kubeconfig "$i"
+    printf '%s %s %s\n' "${NAMES[i]}" "${VERSIONS[i]}" "$DIR/${NAMES[i]}.kubeconfig" >> "$DIR/clusters.tmp"
+  done
+  mv "$DIR/clusters.tmp" "$DIR/clusters"
+  trap - EXIT INT TERM
+  cat "$DIR/clusters"
+}
+
+# -------------------------------------------------------------------------------------- main
+
+# Extra apiserver flags, measured to shorten startup on small machines; override with
+# FLOTILLA_APISERVER_FLAGS (word-split).
+APISERVER_EXTRA=${FLOTILLA_APISERVER_FLAGS-"--enable-priority-and-fairness=false --profiling=false --endpoint-reconciler-type=none"}
+
+main() {
+  [ $# -gt 0 ] || usage
+  local cmd=$1; shift
+  case $cmd in
+    up) cmd_up "$@" ;;
+    down)
+      local dir=""
+      while [ $# -gt 0 ]; do
+        case $1 in
+          --dir) dir=${2:-}; shift 2 ;;
+          *) die "down: unknown argument '$1'" ;;
+        esac
+      done
+      [ -n "$dir" ] || die "down: --dir is required"
+      cmd_down "$(abs_dir "$dir")"
+      ;;
+    _watch)
+      local dir="" owner=""
+      while [ $# -gt 0 ]; do
+        case $1 in
+          --dir) dir=${2:-}; shift 2 ;;
+          --owner-pid) owner=${2:-}; shift 2 ;;
+          *) exit 2 ;;
+        esac
+      done
+      cmd_watch "$dir" "$owner"
+      ;;
+    -h | --help | help) usage ;;
+    *) die "unknown command '$cmd' (up|down)" ;;
+  esac
+}
+
+main "$@"

@@ -1,0 +1,280 @@
+//! Classifiers over live facts of a cluster → its effective labels. Pure: the facts are read by
+//! the `cluster` adapter and passed in, so every rule here is a table-driven unit test.
+//!
+//! Label ownership (DESIGN §2): inventory labels are never overridden; of two classifiers
+//! setting one key, the first by name owns it and the other reports a conflict.
+
+use std::collections::BTreeMap;
+
+use crate::config::{Classifier, Cluster, Comparison};
+
+/// What is known about a cluster's live state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterFacts {
+    /// `/version`, when the cluster was reached.
+    pub version: Option<VersionInfo>,
+}
+
+/// The parts of `/version` that templates and classifiers use.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionInfo {
+    /// e.g. `v1.34.2-eks-1a2b`.
+    pub git_version: String,
+    /// e.g. `1`.
+    pub major: String,
+    /// e.g. `34` (some providers append `+`).
+    pub minor: String,
+}
+
+impl VersionInfo {
+    /// The version's numbers, ignoring a `v` prefix and any suffix (`v1.34.2-eks-1a2b` → 1.34.2),
+    /// which is how providers' versions must compare.
+    pub fn numbers(&self) -> Option<semver::Version> {
+        version_numbers(&self.git_version)
+    }
+}
+
+/// Parses the leading `major.minor.patch` numbers of a Kubernetes version string.
+pub fn version_numbers(text: &str) -> Option<semver::Version> {
+    let text = text.trim().trim_start_matches('v');
+    let mut numbers = text.splitn(3, '.').map(|part| {
+        let digits: String = part.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse::<u64>().ok()
+    });
+    let major = numbers.next()??;
+    let minor = numbers.next()??;
+    let patch = numbers.next().flatten().unwrap_or(0);
+    Some(semver::Version::new(major, minor, patch))
+}
+
+/// Who set an effective label.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase", tag = "from", content = "name")]
+pub enum LabelOwner {
+    /// The Cluster document.
+    Inventory,
+    /// A classifier, by name.
+    Classifier(String),
+}
+
+/// A classifier label that lost to an owner of the same key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelConflict {
+    /// The classifier whose label was not applied.
+    pub classifier: String,
+    /// The key.
+    pub key: String,
+    /// Who owns it.
+    pub owner: LabelOwner,
+}
+
+/// The outcome for one cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Classification {
+    /// Inventory labels plus the labels of matching classifiers.
+    pub labels: BTreeMap<String, String>,
+    /// Who set each label.
+    pub owners: BTreeMap<String, LabelOwner>,
+    /// Classifier labels that were not applied.
+    pub conflicts: Vec<LabelConflict>,
+    /// Names of the classifiers that matched.
+    pub matched: Vec<String>,
+}
+
+/// Whether a classifier's constraints hold for these facts. A constraint that needs a fact we do
+/// not have (no version: the cluster was not reached) does not hold: a label is only earned on
+/// evidence. `deployedResourceConstraint` needs live object queries, which the cluster adapter
+/// does not collect yet, so a classifier that has one does not match.
+pub fn matches(classifier: &Classifier, facts: &ClusterFacts) -> bool {
+    if classifier.spec.deployed_resource_constraint.is_some() {
+        return false;
+    }
+    if classifier.version_constraints.is_empty() {
+        return true;
+    }
+    let Some(version) = facts.version.as_ref().and_then(VersionInfo::numbers) else {
+        return false;
+    };
+    classifier
+        .version_constraints
+        .iter()
+        .all(|(comparison, wanted)| compare(&version, *comparison, wanted))
+}
+
+fn compare(actual: &semver::Version, comparison: Comparison, wanted: &semver::Version) -> bool {
+    // Compare by numbers only: pre-release parts of either side do not order versions here.
+    let key = |v: &semver::Version| (v.major, v.minor, v.patch);
+    let (a, w) = (key(actual), key(wanted));
+    match comparison {
+        Comparison::Equal => a == w,
+        Comparison::NotEqual => a != w,
+        Comparison::GreaterThan => a > w,
+        Comparison::LessThan => a < w,
+        Comparison::GreaterThanOrEqualTo => a >= w,
+        Comparison::LessThanOrEqualTo => a <= w,
+    }
+}
+
+/// Effective labels of one cluster from its inventory labels and the classifiers it matches.
+pub fn classify<'a>(
+    cluster: &Cluster,
+    classifiers: impl IntoIterator<Item = &'a Classifier>,
+    facts: &ClusterFacts,
+) -> Classification {
+    let mut out = Classification {
+        labels: cluster.labels.clone(),
+        owners: cluster
+            .labels
+            .keys()
+            .map(|k| (k.clone(), LabelOwner::Inventory))
+            .collect(),
+        ..Classification::default()
+    };
+    let mut ordered: Vec<&Classifier> = classifiers.into_iter().collect();
+    ordered.sort_by(|a, b| a.name.cmp(&b.name));
+    for classifier in ordered {
+        if !matches(classifier, facts) {
+            continue;
+        }
+        out.matched.push(classifier.name.clone());
+        for label in &classifier.spec.classifier_labels {
+            let key = &label.key.value;
+            if let Some(owner) = out.owners.get(key) {
+                out.conflicts.push(LabelConflict {
+                    classifier: classifier.name.clone(),
+                    key: key.clone(),
+                    owner: owner.clone(),
+                });
+                continue;
+            }
+            out.labels.insert(key.clone(), label.value.value.clone());
+            out.owners
+                .insert(key.clone(), LabelOwner::Classifier(classifier.name.clone()));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::load;
+    use crate::source::FileTree;
+
+    fn repo(classifiers: &str) -> crate::config::ConfigRepo {
+        let mut tree = FileTree::new();
+        tree.insert_file(
+            "clusters/c.yaml",
+            b"apiVersion: flotilla.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: c1\n  labels: {env: prod}\n".to_vec(),
+        );
+        tree.insert_file("classifiers/c.yaml", classifiers.as_bytes().to_vec());
+        match load(tree) {
+            Ok(repo) => repo,
+            Err(e) => panic!("test repo invalid: {e}"),
+        }
+    }
+
+    fn classifier(name: &str, key: &str, value: &str, constraints: &str) -> String {
+        format!(
+            "---\napiVersion: flotilla.dev/v1alpha1\nkind: Classifier\nmetadata: {{name: {name}}}\nspec:\n  classifierLabels: [{{key: {key}, value: {value}}}]\n  kubernetesVersionConstraints: {constraints}\n"
+        )
+    }
+
+    fn facts(git_version: &str) -> ClusterFacts {
+        ClusterFacts {
+            version: Some(VersionInfo {
+                git_version: git_version.into(),
+                major: "1".into(),
+                minor: "0".into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn version_numbers_ignore_prefix_and_suffix() {
+        let cases = [
+            ("v1.34.2", Some((1, 34, 2))),
+            ("v1.34.2-eks-1a2b", Some((1, 34, 2))),
+            ("1.37.0+k3s1", Some((1, 37, 0))),
+            ("v1.30", Some((1, 30, 0))),
+            ("garbage", None),
+            ("", None),
+        ];
+        for (text, want) in cases {
+            let got = version_numbers(text).map(|v| (v.major, v.minor, v.patch));
+            assert_eq!(got, want, "{text}");
+        }
+    }
+
+    #[test]
+    fn each_comparison() {
+        let cases = [
+            ("Equal", "1.34.2", "v1.34.2-eks-1a2b", true),
+            ("Equal", "1.34.0", "v1.34.2", false),
+            ("NotEqual", "1.34.0", "v1.34.2", true),
+            ("GreaterThan", "1.34.0", "v1.34.2", true),
+            ("GreaterThan", "1.34.2", "v1.34.2", false),
+            ("LessThan", "1.35.0", "v1.34.9", true),
+            ("LessThan", "1.34.0", "v1.34.0", false),
+            ("GreaterThanOrEqualTo", "1.34.2", "v1.34.2", true),
+            ("GreaterThanOrEqualTo", "1.37.0", "v1.34.2", false),
+            ("LessThanOrEqualTo", "1.34.2", "v1.34.2", true),
+            ("LessThanOrEqualTo", "1.34.1", "v1.34.2", false),
+        ];
+        for (comparison, version, live, want) in cases {
+            let text = classifier(
+                "k",
+                "k8s",
+                "x",
+                &format!("[{{version: {version}, comparison: {comparison}}}]"),
+            );
+            let repo = repo(&text);
+            let cluster = &repo.clusters["c1"];
+            let out = classify(cluster, repo.classifiers.values(), &facts(live));
+            assert_eq!(
+                out.labels.get("k8s").is_some(),
+                want,
+                "{comparison} {version} vs {live}"
+            );
+        }
+    }
+
+    #[test]
+    fn unreachable_cluster_earns_no_version_label() {
+        let repo = repo(&classifier(
+            "k",
+            "k8s",
+            "x",
+            "[{version: 1.0.0, comparison: GreaterThan}]",
+        ));
+        let out = classify(&repo.clusters["c1"], repo.classifiers.values(), &ClusterFacts::default());
+        assert!(out.matched.is_empty());
+        assert_eq!(out.labels.get("env").map(String::as_str), Some("prod"));
+    }
+
+    #[test]
+    fn ownership_inventory_first_then_first_classifier_by_name() {
+        let text = [
+            classifier("b-second", "tier", "b", "[]"),
+            classifier("a-first", "tier", "a", "[]"),
+            classifier("c-env", "env", "dev", "[]"),
+        ]
+        .concat();
+        let repo = repo(&text);
+        let out = classify(&repo.clusters["c1"], repo.classifiers.values(), &facts("v1.34.0"));
+        assert_eq!(out.labels["tier"], "a");
+        assert_eq!(out.labels["env"], "prod");
+        assert_eq!(
+            out.owners["tier"],
+            LabelOwner::Classifier("a-first".into())
+        );
+        let conflicts: Vec<(&str, &str)> = out
+            .conflicts
+            .iter()
+            .map(|c| (c.classifier.as_str(), c.key.as_str()))
+            .collect();
+        assert_eq!(conflicts, vec![("b-second", "tier"), ("c-env", "env")]);
+        assert_eq!(out.conflicts[1].owner, LabelOwner::Inventory);
+    }
+}

@@ -1,0 +1,134 @@
+//! Splitting files into YAML documents and deserializing each with lines relative to the file.
+
+use serde::de::DeserializeOwned;
+use serde_saphyr::Location;
+
+use super::Diagnostic;
+
+/// One document of a multi-document file, with where it starts.
+#[derive(Debug, Clone, Copy)]
+pub struct RawDocument<'a> {
+    /// The document's text, including its `---` line if any.
+    pub text: &'a str,
+    /// Lines of the file before this document (add to a document line to get a file line).
+    pub offset: usize,
+}
+
+impl RawDocument<'_> {
+    /// The file line of a location reported inside this document.
+    pub fn line(&self, location: &Location) -> usize {
+        self.offset + usize::try_from(location.line()).unwrap_or(1).max(1)
+    }
+
+    /// The file line of the document's first non-blank, non-comment line.
+    pub fn first_line(&self) -> usize {
+        let skipped = self
+            .text
+            .lines()
+            .take_while(|l| {
+                let t = l.trim();
+                t.is_empty() || t.starts_with('#') || t == "---"
+            })
+            .count();
+        self.offset + skipped + 1
+    }
+}
+
+/// Splits a file at its document markers. A `---` at the start of a line always starts a new
+/// document in YAML (it cannot occur inside a scalar at column 0), so a line-based split is
+/// exact, and each document is then parsed on its own: one broken document does not hide the
+/// errors of the others.
+pub fn split_documents(text: &str) -> Vec<RawDocument<'_>> {
+    let mut documents = Vec::new();
+    let mut start_byte = 0;
+    let mut start_line = 0;
+    let mut byte = 0;
+    for (index, line) in text.split_inclusive('\n').enumerate() {
+        let is_marker = line.starts_with("---")
+            && line[3..].chars().next().is_none_or(char::is_whitespace);
+        if is_marker && index > 0 {
+            documents.push(RawDocument {
+                text: &text[start_byte..byte],
+                offset: start_line,
+            });
+            start_byte = byte;
+            start_line = index;
+        }
+        byte += line.len();
+    }
+    documents.push(RawDocument {
+        text: &text[start_byte..],
+        offset: start_line,
+    });
+    documents
+}
+
+/// Deserializes one document into `T`, turning serde-saphyr's error into a diagnostic at the
+/// file line it points to.
+pub fn parse<T: DeserializeOwned>(file: &str, doc: &RawDocument) -> Result<T, Diagnostic> {
+    serde_saphyr::from_str::<T>(doc.text).map_err(|err| to_diagnostic(file, doc, &err))
+}
+
+fn to_diagnostic(file: &str, doc: &RawDocument, err: &serde_saphyr::Error) -> Diagnostic {
+    let location = err.location();
+    let line = location
+        .as_ref()
+        .map(|l| doc.line(l))
+        .unwrap_or_else(|| doc.first_line());
+    let mut message = err.without_snippet().to_string();
+    if let Some(l) = location {
+        let suffix = format!(" at line {}, column {}", l.line(), l.column());
+        if let Some(stripped) = message.strip_suffix(&suffix) {
+            message = stripped.to_string();
+        }
+    }
+    Diagnostic::new(file, line, message)
+}
+
+/// Parses text that must be YAML manifests (one or more documents), reporting the first error
+/// with its line inside `text`. Used for sources and repo files that are not templates.
+pub fn check_manifests(text: &str) -> Result<Vec<serde_json::Value>, (usize, String)> {
+    let mut values = Vec::new();
+    for doc in split_documents(text) {
+        match serde_saphyr::from_str::<serde_json::Value>(doc.text) {
+            Ok(serde_json::Value::Null) => {}
+            Ok(value) => values.push(value),
+            Err(err) => {
+                let d = to_diagnostic("", &doc, &err);
+                return Err((d.line, d.message));
+            }
+        }
+    }
+    Ok(values)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_at_markers_and_keeps_line_offsets() {
+        let text = "a: 1\n---\nb: 2\n--- # c\nc: |\n  ---not a marker\n---\n";
+        let docs = split_documents(text);
+        let offsets: Vec<usize> = docs.iter().map(|d| d.offset).collect();
+        assert_eq!(offsets, vec![0, 1, 3, 6]);
+        assert_eq!(docs[0].text, "a: 1\n");
+        assert!(docs[2].text.contains("---not a marker"));
+    }
+
+    #[test]
+    fn marker_must_be_followed_by_space_or_end() {
+        let docs = split_documents("a: 1\n----\n---x\n");
+        assert_eq!(docs.len(), 1);
+    }
+
+    #[test]
+    fn parse_errors_carry_the_file_line() {
+        let text = "a: 1\n---\nb: [1,\n";
+        let docs = split_documents(text);
+        let err = parse::<serde_json::Value>("f.yaml", &docs[1]).expect_err("unterminated flow");
+        assert_eq!(err.file, "f.yaml");
+        assert!(err.line >= 3, "{err}");
+        assert!(!err.message.contains("at line"), "{err}");
+    }
+}

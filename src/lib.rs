@@ -1,0 +1,11 @@
+//! flotilla keeps the add-ons of a fleet of Kubernetes clusters in the state a Git repository
+//! declares. Data flows one way: source → config → classify → plan → render → apply → report.
+//! The pure modules (`config`, `select`, `classify`, `render`'s sandbox) take values and return
+//! values; the adapters (`source`'s directory reader, `cluster`) do the I/O and stay thin.
+
+pub mod classify;
+pub mod cluster;
+pub mod config;
+pub mod render;
+pub mod select;
+pub mod source;

@@ -1,0 +1,376 @@
+//! Rendering: what a profile puts on one cluster, as objects and Helm releases. Pure: it takes
+//! the validated repo and the cluster's template context and returns values; helm and kustomize
+//! (subprocess adapters) plug in beside it in later stages.
+
+pub mod sandbox;
+mod text;
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use crate::classify::VersionInfo;
+use crate::config::yaml::check_manifests;
+use crate::config::{
+    Cluster, ConfigRepo, DeploymentType, HelmChart, HelmChartAction, Origin, PolicyRef, Profile,
+    SourceKey, is_manifest_file,
+};
+use sandbox::{Sandbox, TemplateError};
+pub use text::to_text;
+
+/// Label every applied object carries, so flotilla's objects can be found and watched.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// Value of [`MANAGED_BY_LABEL`].
+pub const MANAGED_BY_VALUE: &str = "flotilla";
+/// Annotation naming the profile that owns an object.
+pub const PROFILE_ANNOTATION: &str = "flotilla.dev/profile";
+
+/// A render failure of one (profile, cluster), located in the config repo.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{origin}: {message}")]
+pub struct RenderError {
+    /// Where the failing template or manifest is written.
+    pub origin: Origin,
+    /// What failed (Secret content is never echoed).
+    pub message: String,
+}
+
+/// One object to apply, with where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RenderedObject {
+    /// Human-readable origin, e.g. `ConfigMap default/contour [gateway.yaml]` or `path manifests/a.yaml`.
+    pub source: String,
+    /// Remote (the cluster) or Local (the management cluster).
+    pub deployment_type: DeploymentType,
+    /// The object, stamped with flotilla's label and annotation.
+    pub object: Value,
+}
+
+/// One Helm release to install or uninstall, with its values rendered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RenderedRelease {
+    /// Release namespace.
+    pub namespace: String,
+    /// Release name.
+    pub name: String,
+    /// Chart reference as written.
+    pub chart: String,
+    /// Exact chart version.
+    pub version: String,
+    /// Repository URL.
+    pub repository: String,
+    /// Install or Uninstall.
+    pub action: HelmChartAction,
+    /// The rendered `values` (YAML text; empty when none).
+    pub values: String,
+}
+
+/// What a profile renders to for one cluster.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RenderedProfile {
+    /// Profile name.
+    pub profile: String,
+    /// Objects in source order.
+    pub objects: Vec<RenderedObject>,
+    /// Releases in declaration order.
+    pub releases: Vec<RenderedRelease>,
+    /// kustomize directories (built by the kustomize adapter, not by this pure module).
+    pub kustomizations: Vec<String>,
+    /// Why the profile cannot be rendered yet (a templateResourceRef that is not available);
+    /// a pending profile renders nothing and is retried when the object appears.
+    pub pending: Vec<String>,
+}
+
+/// The `cluster` template variable: the Cluster document with effective labels and, when the
+/// cluster was reached, `status.version`.
+pub fn cluster_context(
+    cluster: &Cluster,
+    labels: &BTreeMap<String, String>,
+    version: Option<&VersionInfo>,
+) -> Value {
+    let mut document = cluster.document.clone();
+    if let Value::Object(doc) = &mut document {
+        let metadata = doc.entry("metadata").or_insert_with(|| json!({}));
+        if let Value::Object(metadata) = metadata {
+            metadata.insert("labels".into(), json!(labels));
+        }
+        doc.entry("spec").or_insert_with(|| json!({}));
+        if let Some(version) = version {
+            doc.insert("status".into(), json!({ "version": version }));
+        }
+    }
+    document
+}
+
+/// Profiles that target a cluster with these labels, dependencies before dependents (then by
+/// name), which is the order they are applied in.
+pub fn matching_profiles<'a>(
+    repo: &'a ConfigRepo,
+    cluster: &str,
+    labels: &BTreeMap<String, String>,
+) -> Vec<&'a Profile> {
+    let matching: BTreeMap<&str, &Profile> = repo
+        .profiles
+        .values()
+        .filter(|p| p.matches(cluster, labels))
+        .map(|p| (p.name.as_str(), p))
+        .collect();
+    let mut ordered: Vec<&Profile> = Vec::new();
+    let mut placed = std::collections::BTreeSet::new();
+    // Validation rejects cycles, so each round places at least one profile; the bound guards
+    // against looping anyway.
+    for _ in 0..=matching.len() {
+        for (name, profile) in &matching {
+            if placed.contains(name) {
+                continue;
+            }
+            let ready = profile
+                .spec
+                .depends_on
+                .iter()
+                .all(|d| !matching.contains_key(d.value.as_str()) || placed.contains(d.value.as_str()));
+            if ready {
+                placed.insert(*name);
+                ordered.push(profile);
+            }
+        }
+    }
+    ordered
+}
+
+/// Renders one profile for one cluster. `variables` are the top-level template variables
+/// (`cluster` and any templateResourceRefs identifiers that were read); a non-optional
+/// templateResourceRef missing from them makes the profile pending.
+pub fn render_profile(
+    repo: &ConfigRepo,
+    profile: &Profile,
+    variables: &serde_json::Map<String, Value>,
+    sandbox: &Sandbox,
+) -> Result<RenderedProfile, RenderError> {
+    let mut out = RenderedProfile {
+        profile: profile.name.clone(),
+        ..RenderedProfile::default()
+    };
+    for r in &profile.spec.template_resource_refs {
+        let id = &r.value.identifier.value;
+        if !r.value.optional && !variables.contains_key(id) {
+            let resource = &r.value.resource;
+            out.pending.push(format!(
+                "templateResourceRef {id}: {} {} {:?} not available ({} cluster)",
+                resource.api_version,
+                resource.kind,
+                resource.name,
+                match r.value.cluster {
+                    crate::config::ResourceCluster::Management => "management",
+                    crate::config::ResourceCluster::Target => "target",
+                }
+            ));
+        }
+    }
+    if !out.pending.is_empty() {
+        return Ok(out);
+    }
+    let context = Value::Object(variables.clone());
+    for r in &profile.spec.policy_refs {
+        let at = profile.pos.at(&r.referenced);
+        render_policy_ref(repo, profile, &r.value, &at, &context, sandbox, &mut out)?;
+    }
+    for k in &profile.spec.kustomization_refs {
+        out.kustomizations.push(k.value.path.clone());
+    }
+    for h in &profile.spec.helm_charts {
+        let at = profile.pos.at(&h.referenced);
+        out.releases
+            .push(render_release(profile, &h.value, &at, &context, sandbox)?);
+    }
+    Ok(out)
+}
+
+fn template_error(file: &str, first_line: usize, e: &TemplateError, secret: bool) -> RenderError {
+    RenderError {
+        origin: Origin {
+            file: file.to_string(),
+            line: first_line + e.line.unwrap_or(1).saturating_sub(1),
+        },
+        message: if secret {
+            "template error in a Secret value (details withheld)".into()
+        } else {
+            format!("template error: {}", e.message)
+        },
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn render_policy_ref(
+    repo: &ConfigRepo,
+    profile: &Profile,
+    reference: &PolicyRef,
+    at: &Origin,
+    context: &Value,
+    sandbox: &Sandbox,
+    out: &mut RenderedProfile,
+) -> Result<(), RenderError> {
+    let at_ref = |message: String| RenderError {
+        origin: at.clone(),
+        message,
+    };
+    // (label, file, first line, text, template, secret)
+    let mut pieces: Vec<(String, String, usize, String, bool, bool)> = Vec::new();
+    if let (Some(kind), Some(name)) = (reference.kind, &reference.name) {
+        let key = SourceKey {
+            kind,
+            namespace: reference
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into()),
+            name: name.clone(),
+        };
+        let source = repo
+            .sources
+            .get(&key)
+            .ok_or_else(|| at_ref(format!("{key} not found in sources/")))?;
+        for entry in &source.entries {
+            pieces.push((
+                format!("{key} [{}]", entry.key),
+                source.origin.file.clone(),
+                entry.line,
+                entry.text.clone(),
+                source.template,
+                source.is_secret(),
+            ));
+        }
+    } else if let Some(path) = &reference.path {
+        let resolved = repo.tree.resolve(path).map_err(|e| at_ref(e.to_string()))?;
+        let files = repo
+            .tree
+            .files_at(&resolved)
+            .map_err(|e| at_ref(e.to_string()))?;
+        for (file, bytes) in files {
+            if !(is_manifest_file(&file) || file == resolved) {
+                continue;
+            }
+            let text = String::from_utf8(bytes.to_vec())
+                .map_err(|_| at_ref(format!("{file} is not valid UTF-8 text")))?;
+            pieces.push((format!("path {file}"), file, 1, text, reference.template, false));
+        }
+    }
+    for (label, file, first_line, text, template, secret) in pieces {
+        let rendered = if template {
+            sandbox
+                .render(&label, &text, context)
+                .map_err(|e| template_error(&file, first_line, &e, secret))?
+        } else {
+            text
+        };
+        let documents = check_manifests(&rendered).map_err(|(line, message)| RenderError {
+            origin: Origin {
+                file: file.clone(),
+                line: if template { first_line } else { first_line + line - 1 },
+            },
+            message: if secret {
+                format!("{label}: rendered output is not valid YAML (details withheld)")
+            } else if template {
+                format!("{label}: rendered output line {line} is not valid YAML: {message}")
+            } else {
+                format!("{label}: {message}")
+            },
+        })?;
+        for (index, mut object) in documents.into_iter().enumerate() {
+            check_object(&object).map_err(|problem| RenderError {
+                origin: Origin {
+                    file: file.clone(),
+                    line: first_line,
+                },
+                message: format!("{label}: document {}: {problem}", index + 1),
+            })?;
+            stamp(&mut object, &profile.name);
+            out.objects.push(RenderedObject {
+                source: label.clone(),
+                deployment_type: reference.deployment_type,
+                object,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A manifest must be a Kubernetes object: a mapping with apiVersion, kind and metadata.name.
+fn check_object(object: &Value) -> Result<(), String> {
+    let Value::Object(map) = object else {
+        return Err("is not a mapping (a Kubernetes object)".into());
+    };
+    for field in ["apiVersion", "kind"] {
+        if !map.get(field).is_some_and(|v| v.as_str().is_some_and(|s| !s.is_empty())) {
+            return Err(format!("has no {field}"));
+        }
+    }
+    let name = map
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str);
+    if !name.is_some_and(|n| !n.is_empty()) {
+        return Err("has no metadata.name".into());
+    }
+    Ok(())
+}
+
+/// Adds flotilla's label and profile annotation, which apply, prune and drift detection rely on.
+pub fn stamp(object: &mut Value, profile: &str) {
+    let Value::Object(map) = object else {
+        return;
+    };
+    let metadata = map.entry("metadata").or_insert_with(|| json!({}));
+    let Value::Object(metadata) = metadata else {
+        return;
+    };
+    for (field, key, value) in [
+        ("labels", MANAGED_BY_LABEL, MANAGED_BY_VALUE),
+        ("annotations", PROFILE_ANNOTATION, profile),
+    ] {
+        let entry = metadata.entry(field).or_insert_with(|| json!({}));
+        if !entry.is_object() {
+            *entry = json!({});
+        }
+        if let Value::Object(entries) = entry {
+            entries.insert(key.to_string(), Value::String(value.to_string()));
+        }
+    }
+}
+
+fn render_release(
+    profile: &Profile,
+    chart: &HelmChart,
+    at: &Origin,
+    context: &Value,
+    sandbox: &Sandbox,
+) -> Result<RenderedRelease, RenderError> {
+    let release = format!("{}/{}", chart.release_namespace, chart.release_name);
+    let values = match &chart.values {
+        Some(values) => {
+            let first_line = profile.pos.at(&values.referenced).line;
+            let rendered = sandbox
+                .render(&format!("{release} values"), &values.value, context)
+                .map_err(|e| template_error(&at.file, first_line, &e, false))?;
+            check_manifests(&rendered).map_err(|(line, message)| RenderError {
+                origin: Origin {
+                    file: at.file.clone(),
+                    line: first_line,
+                },
+                message: format!(
+                    "helm release {release}: rendered values line {line} are not valid YAML: {message}"
+                ),
+            })?;
+            rendered
+        }
+        None => String::new(),
+    };
+    Ok(RenderedRelease {
+        namespace: chart.release_namespace.clone(),
+        name: chart.release_name.clone(),
+        chart: chart.chart_name.clone(),
+        version: chart.chart_version.clone(),
+        repository: chart.repository_url.clone(),
+        action: chart.helm_chart_action,
+        values,
+    })
+}

@@ -1,0 +1,811 @@
+//! The template sandbox every flotilla template is rendered in (DESIGN §3 "Templates").
+//!
+//! Templates come from the config repository, so they are treated as untrusted: the sandbox is a
+//! [`tera::Tera`] (tera 2) that holds no templates, only a fixed set of filters, tests and
+//! functions that are pure functions of their input. Each `check`/`render` works on a cheap clone
+//! of that instance holding exactly one template, so nothing one template does can be seen by the
+//! next, and `{% include %}`/`{% extends %}` can only ever name a template that does not exist.
+//!
+//! What tera 2.4 gives us, and what this module adds on top of it:
+//! - Strictness: tera 2 errors on an undefined variable or attribute when it is printed, iterated,
+//!   indexed further or given to most filters. The built-in `safe` and `str` filters silently turn
+//!   an undefined value into an empty string, so they are replaced by strict versions, and every
+//!   filter registered here rejects undefined input. Known gaps that cannot be closed from outside
+//!   tera: the `~` concatenation operator and list/map literals treat an undefined operand as
+//!   empty, and `if`/`or`/comparisons treat it as false (like `is defined`).
+//! - Sandboxing: tera 2.4's only built-in functions are `range` (bounded to 100 000 items) and
+//!   `throw`; there is no `get_env`, `now` or `get_random`, no filter reads anything outside its
+//!   input, and templates cannot be loaded from files (the `glob_fs` feature is off). Unknown
+//!   functions and filters are rejected when the template is parsed.
+//! - No autoescaping: output is YAML, so HTML escaping is turned off for every template name.
+//! - Determinism: tera's maps are hash maps (unless its `preserve_order` feature is on), so the
+//!   `keys`, `values` and `pairs` filters are replaced by versions ordered by key, and `to_yaml` /
+//!   `to_json` sort map keys.
+
+use std::ops::Range;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde::ser::{Error as _, SerializeMap as _, SerializeSeq as _};
+use serde::{Serialize, Serializer};
+use tera::value::Key;
+use tera::{Context, Error, ErrorKind, Kwargs, Map, ReportError, State, Tera, TeraResult, Value};
+
+/// Renders untrusted templates from the config repo: strict, with no access to environment,
+/// files or network.
+///
+/// It is cheap to clone and `Send + Sync`, so one instance can be shared by every render.
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    /// Holds only the safe filters/tests/functions and never any template: every call clones it
+    /// and adds the one template it works on, so templates never see each other.
+    tera: Tera,
+}
+
+/// Why a template could not be parsed or rendered, in a form fit for a status note.
+///
+/// `line` is 1-based and counts lines within the template source (not the file it may be
+/// embedded in), so callers can add their own offset. `message` is one or a few lines of plain
+/// text (no ANSI, no source excerpt); for an undefined variable or field it names it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct TemplateError {
+    /// 1-based line within the template source where the problem is, when tera reports one.
+    pub line: Option<usize>,
+    /// Human-readable description of the problem.
+    pub message: String,
+}
+
+impl Default for Sandbox {
+    /// Same as [`Sandbox::new`]: a sandbox has no configuration.
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sandbox {
+    /// Builds the sandbox: tera's pure built-ins, strict replacements for the built-ins that
+    /// swallow undefined values, flotilla's filters, and autoescaping turned off.
+    pub fn new() -> Self {
+        let mut tera = Tera::default();
+        // Output is YAML: never HTML-escape, whatever the template name ends with.
+        tera.autoescape_on(Vec::<&'static str>::new());
+
+        // Built-ins that turn an undefined value into "" are replaced by strict versions.
+        tera.register_filter("safe", strict_safe);
+        tera.register_filter("str", strict_str);
+        // Built-ins that iterate a hash map in random order are replaced by ordered versions.
+        tera.register_filter("keys", sorted_keys);
+        tera.register_filter("values", sorted_values);
+        tera.register_filter("pairs", sorted_pairs);
+
+        // flotilla's filters. `indent` is tera 2's built-in: `indent(width=4, first=false,
+        // blank=false)` indents every line but the first, skipping blank lines, like jinja.
+        tera.register_filter("to_yaml", to_yaml);
+        tera.register_filter("to_json", to_json);
+        tera.register_filter("b64encode", b64encode);
+        tera.register_filter("b64decode", b64decode);
+
+        Self { tera }
+    }
+
+    /// Parses `source` without rendering it (used by `flotilla validate`), so a bad template is
+    /// reported before any cluster is touched. Also rejects unknown filters, tests and
+    /// functions, and any `{% include %}`/`{% extends %}` (no other template exists).
+    pub fn check(&self, name: &str, source: &str) -> Result<(), TemplateError> {
+        self.compile(name, source).map(drop)
+    }
+
+    /// Renders `source` with `context`, a JSON object whose keys become top-level variables
+    /// (`cluster` and one per `templateResourceRefs` identifier). Any undefined variable or
+    /// field is an error rather than empty output, so a typo cannot ship a half-rendered object.
+    pub fn render(
+        &self,
+        name: &str,
+        source: &str,
+        context: &serde_json::Value,
+    ) -> Result<String, TemplateError> {
+        if !context.is_object() {
+            return Err(TemplateError {
+                line: None,
+                message: "template context must be a JSON object".to_string(),
+            });
+        }
+        let context = Context::from_serialize(context).map_err(|e| TemplateError {
+            line: None,
+            message: format!("invalid template context: {e}"),
+        })?;
+        let tera = self.compile(name, source)?;
+        tera.render(name, &context)
+            .map_err(|e| TemplateError::from_tera(&e, source))
+    }
+
+    /// Returns a one-template copy of the sandbox: the clone is a few hundred nanoseconds (it
+    /// copies `Arc`s to the registered functions), and dropping it forgets the template.
+    fn compile(&self, name: &str, source: &str) -> Result<Tera, TemplateError> {
+        let mut tera = self.tera.clone();
+        tera.add_raw_template(name, source)
+            .map_err(|e| TemplateError::from_tera(&e, source))?;
+        Ok(tera)
+    }
+}
+
+impl TemplateError {
+    /// Turns a tera error into a line and a short message. Tera reports some errors as a
+    /// structured [`ReportError`] and others (unknown filters/functions/templates) only as
+    /// pre-formatted text, which is parsed here.
+    fn from_tera(error: &Error, source: &str) -> Self {
+        match error.kind() {
+            ErrorKind::SyntaxError(report) | ErrorKind::RenderingError(report) => {
+                Self::from_report(report, source)
+            }
+            ErrorKind::Msg(text) => Self::from_report_text(text),
+            ErrorKind::MissingParent { parent, .. } => Self {
+                line: line_mentioning(source, "extends", parent),
+                message: format!(
+                    "cannot extend `{parent}`: templates cannot extend or include other templates or files"
+                ),
+            },
+            ErrorKind::TemplateNotFound(template) => Self {
+                line: line_mentioning(source, "include", template),
+                message: format!(
+                    "template `{template}` not found: templates cannot include other templates or files"
+                ),
+            },
+            _ => Self {
+                line: None,
+                message: one_paragraph(&error.to_string()),
+            },
+        }
+    }
+
+    /// Uses the report's span for the line, and names the offending expression when the message
+    /// is about an undefined value but does not say which one.
+    fn from_report(report: &ReportError, source: &str) -> Self {
+        let span = report.span();
+        let line = (span.start_line > 0).then_some(span.start_line);
+        let mut message = one_paragraph(report.message());
+        let snippet = expression_snippet(source, &span.range)
+            .filter(|s| !s.is_empty() && s.len() <= 120 && !s.contains('\n'));
+
+        if let Some(field) = backticked_after(&message, "Field `") {
+            // tera points at the missing field only (`nope`); name the whole path instead.
+            if source.get(span.range.clone()) == Some(field)
+                && let Some(path) = dotted_path_ending_at(source, &span.range)
+            {
+                message =
+                    message.replacen(&format!("Field `{field}`"), &format!("Field `{path}`"), 1);
+            }
+        } else if message.contains("undefined")
+            && let Some(snippet) = snippet
+            && !message.contains(&format!("`{snippet}`"))
+        {
+            message = format!("{message} (in `{snippet}`)");
+        }
+        Self { line, message }
+    }
+
+    /// Parses tera's text reports (`error: <msg>\n --> <name>:<line>:<col>\n ...`), joined by
+    /// blank lines when there are several; anything else is kept as a plain message.
+    fn from_report_text(text: &str) -> Self {
+        let mut entries: Vec<(String, Option<usize>)> = Vec::new();
+        for raw in text.lines() {
+            if let Some(message) = raw.strip_prefix("error: ") {
+                entries.push((message.trim().to_string(), None));
+            } else if let Some(location) = raw.trim_start().strip_prefix("--> ")
+                && let Some(last) = entries.last_mut()
+                && last.1.is_none()
+            {
+                // `<name>:<line>:<col>`; the name may itself contain ':'.
+                last.1 = location.rsplitn(3, ':').nth(1).and_then(|n| n.parse().ok());
+            }
+        }
+        match entries.as_slice() {
+            [] => Self {
+                line: None,
+                message: one_paragraph(text),
+            },
+            [(message, line)] => Self {
+                line: *line,
+                message: message.clone(),
+            },
+            [(_, first_line), ..] => Self {
+                line: *first_line,
+                message: entries
+                    .iter()
+                    .map(|(message, line)| match line {
+                        Some(line) => format!("{message} (line {line})"),
+                        None => message.clone(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            },
+        }
+    }
+}
+
+/// Collapses a multi-line message into lines without trailing blanks, so it stays short.
+fn one_paragraph(text: &str) -> String {
+    text.lines()
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The text between `prefix` and the next backtick, e.g. the field name in "Field `x` is ...".
+fn backticked_after<'a>(message: &'a str, prefix: &str) -> Option<&'a str> {
+    let rest = message.strip_prefix(prefix)?;
+    rest.split_once('`').map(|(inside, _)| inside)
+}
+
+/// The source text of the expression a span points at. tera's spans are sometimes short: for an
+/// index expression they stop before the closing bracket (`a['b'`), and for a dotted path given
+/// to a filter they cover only its first segment (`cluster` of `cluster.spec.x`), so closing
+/// brackets and the rest of the dotted path are added back.
+fn expression_snippet<'a>(source: &'a str, range: &Range<usize>) -> Option<&'a str> {
+    let snippet = source.get(range.clone())?;
+    let rest = source.get(range.end..)?;
+    let open = snippet.matches(['[', '(']).count();
+    let closed = snippet.matches([']', ')']).count();
+    let brackets = rest
+        .chars()
+        .take(open.saturating_sub(closed))
+        .take_while(|c| matches!(c, ']' | ')'))
+        .count();
+    let path = if snippet.ends_with(|c: char| c.is_alphanumeric() || c == '_') {
+        rest[brackets..]
+            .char_indices()
+            .take_while(|(_, c)| c.is_alphanumeric() || matches!(c, '_' | '.' | '?'))
+            .last()
+            .map_or(0, |(i, c)| i + c.len_utf8())
+    } else {
+        0
+    };
+    // `a?.b`: the span covers only `b`, so walk back over the path it belongs to.
+    let before = source.get(..range.start)?;
+    let start = if before.ends_with(['.', '?']) {
+        before
+            .char_indices()
+            .rev()
+            .take_while(|(_, c)| c.is_alphanumeric() || matches!(c, '_' | '.' | '?'))
+            .last()
+            .map_or(range.start, |(i, _)| i)
+    } else {
+        range.start
+    };
+    source
+        .get(start..range.end + brackets + path)
+        .map(|s| s.trim_matches(['.', '?']))
+}
+
+/// The `a.b.c` path that ends at `range` in `source` (tera's span covers only `c`), if it has
+/// more than one segment.
+fn dotted_path_ending_at<'a>(source: &'a str, range: &Range<usize>) -> Option<&'a str> {
+    let before = source.get(..range.start)?;
+    let start = before
+        .char_indices()
+        .rev()
+        .take_while(|(_, c)| c.is_alphanumeric() || matches!(c, '_' | '.' | '?'))
+        .last()
+        .map_or(range.start, |(i, _)| i);
+    let path = source.get(start..range.end)?.trim_start_matches(['.', '?']);
+    (path.contains('.') && !path.starts_with(|c: char| c.is_ascii_digit())).then_some(path)
+}
+
+/// The 1-based line of the first `{% <tag> ... %}` that mentions `what`, for errors tera reports
+/// without a position.
+fn line_mentioning(source: &str, tag: &str, what: &str) -> Option<usize> {
+    source
+        .lines()
+        .position(|l| l.contains(tag) && l.contains(what))
+        .map(|i| i + 1)
+}
+
+/// Whether `value` is, or contains, tera's "undefined" (e.g. `[nope]`), which would otherwise be
+/// serialized as null or printed as nothing.
+fn contains_undefined(value: &Value) -> bool {
+    if value.is_undefined() {
+        return true;
+    }
+    if let Some(map) = value.as_map() {
+        return map.values().any(contains_undefined);
+    }
+    if let Some(items) = value.as_array() {
+        return items.iter().any(contains_undefined);
+    }
+    false
+}
+
+/// Rejects undefined input. It is reported as an invalid argument so tera points the error at the
+/// filter's input expression, which then names the undefined variable in the message.
+fn ensure_defined(value: &Value) -> TeraResult<()> {
+    if !contains_undefined(value) {
+        return Ok(());
+    }
+    let actual = if value.is_undefined() {
+        "undefined"
+    } else {
+        "a value containing undefined"
+    };
+    Err(Error::new(ErrorKind::InvalidArgument {
+        expected_type: "a defined value".to_string(),
+        actual_type: actual.to_string(),
+    }))
+}
+
+/// Strict `safe`: tera's built-in prints an undefined value as "". Without autoescaping it is
+/// otherwise the identity, kept so templates written for HTML habits still work.
+fn strict_safe(value: &Value, _: Kwargs, _: &State) -> TeraResult<Value> {
+    ensure_defined(value)?;
+    Ok(match value.as_str() {
+        Some(s) => Value::safe_string(s),
+        None => Value::safe_string(&value.to_string()),
+    })
+}
+
+/// Strict `str`: tera's built-in turns an undefined value into "".
+fn strict_str(value: &Value, _: Kwargs, _: &State) -> TeraResult<String> {
+    ensure_defined(value)?;
+    Ok(value.to_string())
+}
+
+/// Map entries ordered by key, because tera's maps iterate in random order.
+fn sorted_entries(map: &Map) -> Vec<(&Key<'static>, &Value)> {
+    let mut entries: Vec<_> = map.iter().collect();
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    entries
+}
+
+/// `keys`, ordered so that rendered output is reproducible.
+fn sorted_keys(map: &Map, _: Kwargs, _: &State) -> Vec<Value> {
+    sorted_entries(map)
+        .into_iter()
+        .map(|(k, _)| Value::from(k.clone()))
+        .collect()
+}
+
+/// `values`, ordered by key so that rendered output is reproducible.
+fn sorted_values(map: &Map, _: Kwargs, _: &State) -> Vec<Value> {
+    sorted_entries(map)
+        .into_iter()
+        .map(|(_, v)| v.clone())
+        .collect()
+}
+
+/// `pairs` (`[key, value]` lists), ordered by key so that rendered output is reproducible.
+fn sorted_pairs(map: &Map, _: Kwargs, _: &State) -> Vec<Value> {
+    sorted_entries(map)
+        .into_iter()
+        .map(|(k, v)| Value::from(vec![Value::from(k.clone()), v.clone()]))
+        .collect()
+}
+
+/// Serializes a tera value with map keys sorted, so `to_yaml`/`to_json` output is stable.
+struct Sorted<'a>(&'a Value);
+
+impl Serialize for Sorted<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if self.0.is_undefined() {
+            return Err(S::Error::custom("cannot serialize an undefined value"));
+        }
+        if let Some(map) = self.0.as_map() {
+            let entries = sorted_entries(map);
+            let mut out = serializer.serialize_map(Some(entries.len()))?;
+            for (k, v) in entries {
+                out.serialize_entry(k, &Sorted(v))?;
+            }
+            return out.end();
+        }
+        if let Some(items) = self.0.as_array() {
+            let mut out = serializer.serialize_seq(Some(items.len()))?;
+            for item in items {
+                out.serialize_element(&Sorted(item))?;
+            }
+            return out.end();
+        }
+        self.0.serialize(serializer)
+    }
+}
+
+/// `to_yaml`: the value as YAML (keys sorted), without a leading `---` or the final newline, so
+/// it can be placed inline (`key: {{ v | to_yaml }}`) or as a block with `indent`.
+fn to_yaml(value: &Value, _: Kwargs, _: &State) -> TeraResult<String> {
+    ensure_defined(value)?;
+    let yaml = serde_saphyr::to_string(&Sorted(value))
+        .map_err(|e| Error::message(format!("to_yaml: {e}")))?;
+    let yaml = yaml
+        .strip_prefix("---\n")
+        .or_else(|| yaml.strip_prefix("--- "))
+        .unwrap_or(&yaml);
+    Ok(yaml.strip_suffix('\n').unwrap_or(yaml).to_string())
+}
+
+/// `to_json`: compact JSON (keys sorted); `pretty=true` for indented output.
+fn to_json(value: &Value, kwargs: Kwargs, _: &State) -> TeraResult<String> {
+    ensure_defined(value)?;
+    let pretty = kwargs.get::<bool>("pretty")?.unwrap_or(false);
+    let json = if pretty {
+        serde_json::to_string_pretty(&Sorted(value))
+    } else {
+        serde_json::to_string(&Sorted(value))
+    };
+    json.map_err(|e| Error::message(format!("to_json: {e}")))
+}
+
+/// `b64encode`: standard base64 (with padding) of a string's UTF-8 bytes, e.g. for Secret data.
+fn b64encode(value: &str, _: Kwargs, _: &State) -> String {
+    BASE64.encode(value)
+}
+
+/// `b64decode`: decodes standard base64 into a string; invalid base64 or a non-UTF-8 result is an
+/// error rather than garbage in the manifest.
+fn b64decode(value: &str, _: Kwargs, _: &State) -> TeraResult<String> {
+    let bytes = BASE64
+        .decode(value)
+        .map_err(|e| Error::message(format!("b64decode: invalid base64: {e}")))?;
+    String::from_utf8(bytes)
+        .map_err(|_| Error::message("b64decode: the decoded bytes are not valid UTF-8"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn cluster_context() -> serde_json::Value {
+        json!({
+            "cluster": {
+                "metadata": {"name": "prod-1", "labels": {"env": "prod", "tier": "gold"}},
+                "spec": {
+                    "clusterNetwork": {"pods": {"cidrBlocks": ["10.0.0.0/16", "10.1.0.0/16"]}},
+                },
+                "status": {"version": {"gitVersion": "v1.31.2", "major": "1", "minor": "31"}},
+            },
+            "claim": {"status": {"endpoint": "db.example:5432"}, "empty": null},
+        })
+    }
+
+    fn render(source: &str) -> Result<String, TemplateError> {
+        Sandbox::new().render("test.yaml", source, &cluster_context())
+    }
+
+    #[test]
+    fn sandbox_is_send_sync_and_clone() {
+        fn assert_traits<T: Send + Sync + Clone + Default>() {}
+        assert_traits::<Sandbox>();
+    }
+
+    #[test]
+    fn undefined_variables_and_fields_are_errors_naming_them() {
+        let cases = [
+            ("{{ nope }}", "nope"),
+            ("{{ cluster.spec.nope }}", "cluster.spec.nope"),
+            ("{{ cluster.nope.deeper }}", "cluster.nope"),
+            (
+                "{{ cluster.metadata.labels.region }}",
+                "cluster.metadata.labels.region",
+            ),
+            ("{{ cluster['spec']['nope'] }}", "cluster['spec']['nope']"),
+            (
+                "{{ cluster.spec.clusterNetwork.pods.cidrBlocks[7] }}",
+                "cidrBlocks[7]",
+            ),
+            ("{{ nope | upper }}", "nope"),
+            ("{{ nope | safe }}", "nope"),
+            ("{{ cluster.spec.nope | safe }}", "cluster.spec.nope"),
+            ("{{ cluster.spec.nope | str }}", "cluster.spec.nope"),
+            ("{{ cluster.spec.nope | to_yaml }}", "cluster.spec.nope"),
+            ("{{ cluster.spec.nope | to_json }}", "cluster.spec.nope"),
+            ("{{ cluster.spec.nope | b64encode }}", "cluster.spec.nope"),
+            (
+                "{{ cluster.spec.nope | indent(width=2) }}",
+                "cluster.spec.nope",
+            ),
+            ("{{ [nope] | to_json }}", "[nope]"),
+            (
+                "{% for x in cluster.spec.nope %}{{ x }}{% endfor %}",
+                "cluster.spec.nope",
+            ),
+            ("{% if nope.x %}yes{% endif %}", "nope"),
+        ];
+        for (source, name) in cases {
+            let err = render(source).expect_err(source);
+            assert!(
+                err.message.contains(name),
+                "{source}: message {:?} should name {name}",
+                err.message
+            );
+            assert_eq!(err.line, Some(1), "{source}: {err:?}");
+            assert!(!err.message.contains('\u{1b}'), "{source}: ANSI in {err:?}");
+        }
+    }
+
+    #[test]
+    fn optional_values_can_still_be_handled() {
+        let cases = [
+            ("{{ cluster.spec.nope | default(value='d') }}", "d"),
+            ("{{ nope | default(value='d') }}", "d"),
+            (
+                "{{ cluster.metadata.labels.region | default(value='eu') }}",
+                "eu",
+            ),
+            (
+                "{% if cluster.spec.nope is defined %}y{% else %}n{% endif %}",
+                "n",
+            ),
+            (
+                "{% if cluster.spec is defined %}y{% else %}n{% endif %}",
+                "y",
+            ),
+            ("{% if nope is undefined %}y{% else %}n{% endif %}", "y"),
+            ("{{ claim.empty | default(value='x') }}", ""),
+            ("{{ claim.status.endpoint }}", "db.example:5432"),
+        ];
+        for (source, expected) in cases {
+            assert_eq!(render(source).as_deref(), Ok(expected), "{source}");
+        }
+    }
+
+    #[test]
+    fn templates_cannot_read_the_environment() {
+        let name = format!("FLOTILLA_SANDBOX_TEST_{}", std::process::id());
+        let secret = format!("sandbox-secret-{}", std::process::id());
+        // SAFETY: the variable name is unique to this test and process; nothing else reads or
+        // writes it, and the std environment lock guards std's own accessors.
+        unsafe { std::env::set_var(&name, &secret) };
+
+        let must_fail = [
+            format!("{{{{ get_env(name='{name}') }}}}"),
+            format!("{{{{ get_env(name='{name}', default='x') }}}}"),
+            format!("{{{{ env.{name} }}}}"),
+            format!("{{{{ {name} }}}}"),
+            format!("{{{{ {name} | default(value='x') }}}}x"),
+            "{{ now() }}".to_string(),
+            "{{ get_random(start=0, end=10) }}".to_string(),
+            "{{ read_file(path='/proc/self/environ') }}".to_string(),
+            "{% include '/proc/self/environ' %}".to_string(),
+            "{% extends '/proc/self/environ' %}".to_string(),
+            "{% import '/proc/self/environ' as env %}".to_string(),
+        ];
+        let may_render = [
+            "{{ __tera_context }}".to_string(),
+            "{{ __tera_context | to_json }}".to_string(),
+        ];
+        let sandbox = Sandbox::new();
+        for source in &must_fail {
+            let check = sandbox.check("env.yaml", source);
+            let rendered = sandbox.render("env.yaml", source, &cluster_context());
+            if let Ok(output) = &rendered {
+                // `default` on an undefined name is allowed; it must not see the env var.
+                assert!(!output.contains(&secret), "{source} leaked: {output}");
+                assert!(source.contains("default"), "{source} rendered: {output}");
+                continue;
+            }
+            assert!(check.is_err() || rendered.is_err(), "{source}");
+            let err = rendered.expect_err(source);
+            assert!(!err.message.contains(&secret), "{source}: {err:?}");
+        }
+        for source in &may_render {
+            if let Ok(output) = sandbox.render("env.yaml", source, &cluster_context()) {
+                assert!(!output.contains(&secret), "{source} leaked: {output}");
+            }
+        }
+        // SAFETY: as above.
+        unsafe { std::env::remove_var(&name) };
+    }
+
+    #[test]
+    fn include_and_extends_cannot_read_files() {
+        let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+        let sources = [
+            format!("{{% include '{manifest}' %}}"),
+            "{% include 'Cargo.toml' %}".to_string(),
+            "{% include './Cargo.toml' %}".to_string(),
+            format!("{{% extends '{manifest}' %}}"),
+            "{% extends 'Cargo.toml' %}".to_string(),
+            "a: 1\nb: 2\n{% include 'src/lib.rs' %}".to_string(),
+        ];
+        let sandbox = Sandbox::new();
+        for source in &sources {
+            let err = sandbox.check("t.yaml", source).expect_err(source);
+            assert!(err.line.is_some(), "{source}: {err:?}");
+            let err = sandbox
+                .render("t.yaml", source, &cluster_context())
+                .expect_err(source);
+            assert!(!err.message.contains("[package]"), "{source}: {err:?}");
+        }
+        let err = sandbox
+            .check("t.yaml", "a: 1\nb: 2\n{% include 'src/lib.rs' %}")
+            .expect_err("include");
+        assert_eq!(err.line, Some(3), "{err:?}");
+        let err = sandbox
+            .check("t.yaml", "# header\n{% extends 'Cargo.toml' %}")
+            .expect_err("extends");
+        assert_eq!(err.line, Some(2), "{err:?}");
+    }
+
+    #[test]
+    fn templates_do_not_outlive_their_render() {
+        let sandbox = Sandbox::new();
+        let ctx = cluster_context();
+        assert_eq!(sandbox.render("first", "one", &ctx).as_deref(), Ok("one"));
+        assert!(sandbox.check("second", "two").is_ok());
+        for name in ["first", "second"] {
+            let source = format!("{{% include '{name}' %}}");
+            assert!(sandbox.render("third", &source, &ctx).is_err(), "{name}");
+            let source = format!("{{% extends '{name}' %}}");
+            assert!(sandbox.render("third", &source, &ctx).is_err(), "{name}");
+        }
+        // A template may include itself only in a cycle, which tera rejects.
+        assert!(sandbox.check("me", "{% include 'me' %}").is_err());
+    }
+
+    #[test]
+    fn no_autoescaping_whatever_the_name() {
+        let ctx = json!({"s": "<a href=\"x\">&'</a>"});
+        let sandbox = Sandbox::new();
+        for name in ["t.html", "t.htm", "t.xml", "t.yaml", "t"] {
+            assert_eq!(
+                sandbox.render(name, "{{ s }}", &ctx).as_deref(),
+                Ok("<a href=\"x\">&'</a>"),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn filters() {
+        let ctx = json!({
+            "map": {"b": 1, "a": "x", "c": true},
+            "list": ["one", 2, {"k": "v"}],
+            "nested": {"z": {"y": [1, {"x": null}]}, "a": [], "num": "42", "s": "multi\nline"},
+            "scalar": "plain",
+            "ml": "a\nb\n\nc",
+        });
+        let cases: &[(&str, &str)] = &[
+            ("{{ map | to_yaml }}", "a: x\nb: 1\nc: true"),
+            ("{{ list | to_yaml }}", "- one\n- 2\n- k: v"),
+            (
+                "{{ nested | to_yaml }}",
+                // `y` is quoted: it is a boolean in YAML 1.1.
+                "a: []\nnum: \"42\"\ns: |-\n  multi\n  line\nz:\n  \"y\":\n  - 1\n  - x: null",
+            ),
+            ("{{ scalar | to_yaml }}", "plain"),
+            ("{{ 5 | to_yaml }}", "5"),
+            (
+                "spec:\n  {{ map | to_yaml | indent(width=2) }}",
+                "spec:\n  a: x\n  b: 1\n  c: true",
+            ),
+            ("{{ map | to_json }}", r#"{"a":"x","b":1,"c":true}"#),
+            ("{{ list | to_json }}", r#"["one",2,{"k":"v"}]"#),
+            ("{{ scalar | to_json }}", r#""plain""#),
+            (
+                "{{ map | to_json(pretty=true) }}",
+                "{\n  \"a\": \"x\",\n  \"b\": 1,\n  \"c\": true\n}",
+            ),
+            ("{{ scalar | b64encode }}", "cGxhaW4="),
+            ("{{ 'cGxhaW4=' | b64decode }}", "plain"),
+            ("{{ ml | b64encode | b64decode }}", "a\nb\n\nc"),
+            ("{{ '' | b64encode }}", ""),
+            ("{{ ml | indent(width=2) }}", "a\n  b\n\n  c"),
+            ("{{ ml | indent(width=2, first=true) }}", "  a\n  b\n\n  c"),
+            ("{{ ml | indent(width=2, blank=true) }}", "a\n  b\n  \n  c"),
+            ("{{ ml | indent }}", "a\n    b\n\n    c"),
+            ("{{ map | keys | join(sep=',') }}", "a,b,c"),
+            ("{{ map | values | join(sep=',') }}", "x,1,true"),
+            (
+                "{% for p in map | pairs %}{{ p[0] }}={{ p[1] }};{% endfor %}",
+                "a=x;b=1;c=true;",
+            ),
+            ("{{ scalar | safe }}", "plain"),
+            ("{{ 3 | str }}", "3"),
+        ];
+        let sandbox = Sandbox::new();
+        for (source, expected) in cases {
+            assert_eq!(
+                sandbox.render("f.yaml", source, &ctx).as_deref(),
+                Ok(*expected),
+                "{source}"
+            );
+        }
+    }
+
+    #[test]
+    fn filter_errors() {
+        let cases = [
+            ("{{ 'not base64!' | b64decode }}", "invalid base64"),
+            ("{{ '/w==' | b64decode }}", "UTF-8"),
+            ("{{ 5 | b64encode }}", "got `i64`"),
+        ];
+        let sandbox = Sandbox::new();
+        for (source, needle) in cases {
+            let err = sandbox
+                .render("f.yaml", source, &json!({}))
+                .expect_err(source);
+            assert!(err.message.contains(needle), "{source}: {err:?}");
+            assert_eq!(err.line, Some(1), "{source}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn loops_over_context_lists() {
+        let source = "cidrs:\n{% for cidr in cluster.spec.clusterNetwork.pods.cidrBlocks %}- cidr: {{ cidr }}\n{% endfor %}";
+        assert_eq!(
+            render(source).as_deref(),
+            Ok("cidrs:\n- cidr: 10.0.0.0/16\n- cidr: 10.1.0.0/16\n")
+        );
+    }
+
+    #[test]
+    fn errors_carry_the_line_within_the_template() {
+        let cases = [
+            // Syntax errors (lexer/parser).
+            (
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {{ cluster.metadata.name | }}\n",
+                3,
+            ),
+            ("a: 1\nb: 2\n{% if %}yes{% endif %}\n", 3),
+            ("a: 1\nb: 2\nc: {{ }}\n", 3),
+            // Unknown filter/function (validated when the template is added).
+            ("a: 1\nb: 2\nc: {{ cluster | nofilter }}\n", 3),
+            ("a: 1\nb: 2\nc: {{ get_env(name='HOME') }}\n", 3),
+            // Rendering errors.
+            ("a: 1\nb: 2\nc: {{ cluster.metadata.nope }}\n", 3),
+            ("a: 1\nb: 2\n\n\nc: {{ nope }}\n", 5),
+        ];
+        let sandbox = Sandbox::new();
+        for (source, line) in cases {
+            let err = sandbox
+                .render("t.yaml", source, &cluster_context())
+                .expect_err(source);
+            assert_eq!(err.line, Some(line), "{source}: {err:?}");
+            assert!(!err.message.contains("-->"), "{source}: {err:?}");
+            assert!(!err.message.contains('\u{1b}'), "{source}: {err:?}");
+        }
+        // `check` reports parse-time errors the same way.
+        let err = sandbox
+            .check(
+                "t.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {{ cluster.metadata.name | }}\n",
+            )
+            .expect_err("syntax error");
+        assert_eq!(err.line, Some(3), "{err:?}");
+        // Several unknown names are all listed; the line is the first one's.
+        let err = sandbox
+            .check("t.yaml", "a\n{{ x | nofilter }}\n{{ y | otherfilter }}")
+            .expect_err("unknown filters");
+        assert_eq!(err.line, Some(2), "{err:?}");
+        assert!(err.message.contains("nofilter"), "{err:?}");
+        assert!(
+            err.message.contains("otherfilter (line 3)")
+                || err.message.contains("otherfilter` (line 3)"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn check_accepts_valid_templates_without_context() {
+        let sandbox = Sandbox::new();
+        assert_eq!(
+            sandbox.check(
+                "t.yaml",
+                "name: {{ cluster.metadata.name | default(value='x') }}"
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            sandbox.check("t.yaml", "{{ undefined_is_fine_at_check }}"),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn context_must_be_an_object() {
+        let err = Sandbox::new()
+            .render("t.yaml", "x", &json!(["not", "an", "object"]))
+            .expect_err("array context");
+        assert_eq!(err.line, None);
+        assert!(err.message.contains("object"), "{err:?}");
+    }
+}
