@@ -71,20 +71,43 @@ print(" ".join(map(str, got)))
 PY
 }
 
-# alive PID DIR — PID runs and is ours (its command line mentions DIR; guards against pid reuse).
+# alive PID DIR — PID runs and is ours: its command line mentions DIR (guards against pid reuse).
+# A zombie has an empty command line, so it counts as gone.
 alive() {
   local pid=$1 dir=$2 cmdline
   [ -r "/proc/$pid/cmdline" ] || return 1
-  cmdline=$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null) || return 1
-  [[ $cmdline == *"$dir"* ]]
+  cmdline="$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null) " || return 1
+  [[ $cmdline == *"$dir/"* || $cmdline == *"$dir "* ]]
 }
 
 # ---------------------------------------------------------------------------------------- down
 
+# stop DIR PID... — TERM, wait up to 10 s, then KILL.
+stop() {
+  local dir=$1 pid i left any
+  shift
+  [ $# -gt 0 ] || return 0
+  kill -TERM "$@" 2>/dev/null || true
+  for ((i = 0; i < 100; i++)); do
+    left=()
+    for pid in "$@"; do alive "$pid" "$dir" && left+=("$pid"); done
+    [ ${#left[@]} -eq 0 ] && return 0
+    sleep 0.1
+  done
+  log "killing ${left[*]} (did not stop on TERM)"
+  kill -KILL "${left[@]}" 2>/dev/null || true
+  for ((i = 0; i < 50; i++)); do
+    any=0
+    for pid in "${left[@]}"; do alive "$pid" "$dir" && any=1; done
+    [ $any -eq 0 ] && return 0
+    sleep 0.1
+  done
+}
+
 cmd_down() {
   local dir=$1
   [ -d "$dir" ] || return 0
-  local run="$dir/run" pids=() f pid
+  local run="$dir/run" first=() last=() f pid
   if [ -d "$run" ]; then
     for f in "$run"/*.pid; do
       [ -e "$f" ] || continue
@@ -92,30 +115,13 @@ cmd_down() {
       [[ $pid =~ ^[0-9]+$ ]] || continue
       # The watchdog runs `down` itself; it must not signal the shell that runs it.
       [ "$pid" = "$$" ] && continue
-      [ "$pid" = "${BASHPID:-$$}" ] && continue
-      alive "$pid" "$dir" && pids+=("$pid")
+      alive "$pid" "$dir" || continue
+      # etcd goes last: an apiserver whose etcd is gone can hang in shutdown.
+      if [ "$(basename "$f")" = etcd.pid ]; then last+=("$pid"); else first+=("$pid"); fi
     done
   fi
-  if [ ${#pids[@]} -gt 0 ]; then
-    kill -TERM "${pids[@]}" 2>/dev/null || true
-    local i left
-    for ((i = 0; i < 100; i++)); do # up to 10 s
-      left=()
-      for pid in "${pids[@]}"; do alive "$pid" "$dir" && left+=("$pid"); done
-      [ ${#left[@]} -eq 0 ] && break
-      sleep 0.1
-    done
-    if [ ${#left[@]} -gt 0 ]; then
-      log "killing ${left[*]} (did not stop on TERM)"
-      kill -KILL "${left[@]}" 2>/dev/null || true
-      for ((i = 0; i < 50; i++)); do
-        local any=0
-        for pid in "${left[@]}"; do alive "$pid" "$dir" && any=1; done
-        [ $any -eq 0 ] && break
-        sleep 0.1
-      done
-    fi
-  fi
+  stop "$dir" "${first[@]+"${first[@]}"}"
+  stop "$dir" "${last[@]+"${last[@]}"}"
   # Remove everything `up` wrote except the logs.
   rm -rf "$run" "$dir/etcd" "$dir/pki" "$dir/clusters"
   rm -f "$dir"/*.kubeconfig
@@ -123,13 +129,15 @@ cmd_down() {
 
 # ------------------------------------------------------------------------------------ watchdog
 
-# _watch DIR OWNER — runs detached; calls down when OWNER exits or stops when DIR's state is gone.
+# _watch DIR OWNER INSTANCE — runs detached; calls down when OWNER exits. Stops by itself when
+# DIR no longer holds the `up` that started it (down ran, or a later up replaced it).
 cmd_watch() {
-  local dir=$1 owner=$2
-  [ -d "$dir/run" ] || return 0
+  local dir=$1 owner=$2 instance=$3
+  ours() { [ "$(cat "$dir/run/instance" 2>/dev/null)" = "$instance" ]; }
+  ours || return 0
   echo "$$" > "$dir/run/watchdog.pid"
-  while [ -d "/proc/$owner" ] && [ -d "$dir/run" ]; do sleep 0.5; done
-  [ -d "$dir/run" ] && cmd_down "$dir"
+  while [ -d "/proc/$owner" ] && ours; do sleep 0.5; done
+  if ours; then cmd_down "$dir"; fi
   return 0
 }
 
@@ -175,46 +183,51 @@ EXT
   chmod 600 "$p"/*.key "$p/token" "$p/tokens.csv"
 }
 
-# start_etcd — one etcd for every cluster; sets ETCD_URL. Retries on a port collision.
+# start_etcd CLIENT_PORT PEER_PORT — one etcd for every cluster; sets ETCD_URL, ETCD_PID.
 start_etcd() {
-  local attempt client peer pid i
-  for attempt in 1 2 3; do
-    read -r client peer <<<"$(free_ports 2)"
-    rm -rf "$DIR/etcd"
-    "$BIN/etcd" --name flotilla --data-dir "$DIR/etcd" \
-      --listen-client-urls "http://127.0.0.1:$client" --advertise-client-urls "http://127.0.0.1:$client" \
-      --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
-      --initial-cluster "flotilla=http://127.0.0.1:$peer" --initial-cluster-state new \
-      --unsafe-no-fsync --log-level warn \
-      </dev/null >"$LOGS/etcd.log" 2>&1 &
-    pid=$!
-    echo "$pid" > "$RUN/etcd.pid"
-    ETCD_URL="http://127.0.0.1:$client"
-    for ((i = 0; i < TIMEOUT * 20; i++)); do
-      if curl -fsS --max-time 1 "$ETCD_URL/health" 2>/dev/null | grep -q '"health":"true"'; then
-        return 0
-      fi
-      if ! alive "$pid" "$DIR"; then
-        if grep -q 'address already in use' "$LOGS/etcd.log" && [ "$attempt" -lt 3 ]; then
-          log "etcd: port taken, retrying"
-          continue 2
-        fi
-        die "etcd exited; tail of $LOGS/etcd.log:
-$(tail -n 30 "$LOGS/etcd.log")"
-      fi
-      sleep 0.05
-    done
-    die "etcd not healthy after ${TIMEOUT}s; tail of $LOGS/etcd.log:
-$(tail -n 30 "$LOGS/etcd.log")"
-  done
+  local client=$1 peer=$2
+  rm -rf "$DIR/etcd"
+  "$BIN/etcd" --name flotilla --data-dir "$DIR/etcd" \
+    --listen-client-urls "http://127.0.0.1:$client" --advertise-client-urls "http://127.0.0.1:$client" \
+    --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
+    --initial-cluster "flotilla=http://127.0.0.1:$peer" --initial-cluster-state new \
+    --unsafe-no-fsync --log-level warn \
+    </dev/null >"$LOGS/etcd.log" 2>&1 &
+  ETCD_PID=$!
+  echo "$ETCD_PID" > "$RUN/etcd.pid"
+  ETCD_URL="http://127.0.0.1:$client"
 }
 
-# start_apiserver INDEX — (re)starts cluster INDEX's apiserver on a fresh port.
+# wait_etcd — until etcd is healthy; restarts it on fresh ports if its ports were taken.
+wait_etcd() {
+  local attempt=1 client peer deadline=$((SECONDS + TIMEOUT))
+  while [ $SECONDS -lt $deadline ]; do
+    if curl -fsS --max-time 1 "$ETCD_URL/health" 2>/dev/null | grep -q '"health":"true"'; then
+      return 0
+    fi
+    if ! alive "$ETCD_PID" "$DIR"; then
+      if grep -q 'address already in use' "$LOGS/etcd.log" && [ $attempt -lt 3 ]; then
+        attempt=$((attempt + 1))
+        log "etcd: port taken, retrying"
+        read -r client peer <<<"$(free_ports 2)"
+        start_etcd "$client" "$peer"
+        continue
+      fi
+      die "etcd exited; tail of $LOGS/etcd.log:
+$(tail -n 30 "$LOGS/etcd.log")"
+    fi
+    sleep 0.05
+  done
+  die "etcd not healthy after ${TIMEOUT}s; tail of $LOGS/etcd.log:
+$(tail -n 30 "$LOGS/etcd.log")"
+}
+
+# start_apiserver INDEX [PORT] — (re)starts cluster INDEX's apiserver on PORT, or a fresh port.
 start_apiserver() {
-  local i=$1 name=${NAMES[$1]} version=${VERSIONS[$1]} port p="$PKI/${NAMES[$1]}"
+  local i=$1 name=${NAMES[$1]} version=${VERSIONS[$1]} port=${2:-} p="$PKI/${NAMES[$1]}"
   local extra=()
   read -r -a extra <<<"$APISERVER_EXTRA"
-  port=$(free_ports 1)
+  [ -n "$port" ] || port=$(free_ports 1)
   PORTS[i]=$port
   "$BIN/kube-apiserver-$version" \
     --etcd-servers="$ETCD_URL" --etcd-prefix="/$name" \
@@ -278,6 +291,8 @@ up_exit() {
   if [ $rc -ne 0 ]; then
     log "up failed; cleaning up"
     cmd_down "$DIR"
+    # Also what started but was not recorded (e.g. the watchdog's down removed DIR/run).
+    stop "$DIR" ${ETCD_PID:+"$ETCD_PID"} "${PIDS[@]+"${PIDS[@]}"}"
   fi
 }
 
@@ -360,13 +375,30 @@ cmd_up() {
   mkdir -p "$RUN" "$PKI" "$LOGS"
 
   # From here on, a failure stops whatever was started.
+  ETCD_PID=""
+  PIDS=()
   trap up_exit EXIT
   trap 'exit 130' INT TERM
 
   if [ -n "$owner" ]; then
-    # The watchdog records its own pid (setsid may fork).
-    setsid nohup "$SELF" _watch --dir "$DIR" --owner-pid "$owner" </dev/null >/dev/null 2>&1 &
+    # The watchdog records its own pid (setsid may fork); wait for it, so that `down` finds it.
+    local instance i
+    instance=$(openssl rand -hex 8)
+    echo "$instance" > "$RUN/instance"
+    setsid nohup "$SELF" _watch --dir "$DIR" --owner-pid "$owner" --instance "$instance" \
+      </dev/null >/dev/null 2>&1 &
+    for ((i = 0; i < 100; i++)); do
+      [ -s "$RUN/watchdog.pid" ] && break
+      sleep 0.05
+    done
+    [ -s "$RUN/watchdog.pid" ] || die "the watchdog did not start"
   fi
+
+  # Ports for etcd (client, peer) and every apiserver, drawn at once so they are distinct.
+  local ports=()
+  read -r -a ports <<<"$(free_ports $((count + 2)))"
+  # etcd starts while the certificates are generated.
+  start_etcd "${ports[0]}" "${ports[1]}"
 
   local i jobs=() failed=0
   for ((i = 0; i < count; i++)); do
@@ -376,11 +408,10 @@ cmd_up() {
   for i in "${jobs[@]}"; do wait "$i" || failed=1; done
   [ $failed -eq 0 ] || die "certificate generation failed (openssl)"
 
-  start_etcd
+  wait_etcd
 
   PORTS=()
-  PIDS=()
-  for ((i = 0; i < count; i++)); do start_apiserver "$i"; done
+  for ((i = 0; i < count; i++)); do start_apiserver "$i" "${ports[i + 2]}"; done
 
   local deadline=$((SECONDS + TIMEOUT)) pending=("${!NAMES[@]}") still retries=()
   for ((i = 0; i < count; i++)); do retries[i]=0; done
@@ -425,8 +456,10 @@ $(tail -n 30 "$LOGS/${NAMES[i]}.log")"
 
 # -------------------------------------------------------------------------------------- main
 
-# Extra apiserver flags, measured to shorten startup on small machines; override with
-# FLOTILLA_APISERVER_FLAGS (word-split).
+# Extra apiserver flags that switch off background work tests do not need: API priority and
+# fairness, profiling, the endpoint lease reconciler (it also retries etcd writes on shutdown).
+# Startup time did not measurably change with or without them. FLOTILLA_APISERVER_FLAGS replaces
+# them (word-split), e.g. FLOTILLA_APISERVER_FLAGS="--v=4".
 APISERVER_EXTRA=${FLOTILLA_APISERVER_FLAGS-"--enable-priority-and-fairness=false --profiling=false --endpoint-reconciler-type=none"}
 
 main() {
@@ -446,15 +479,16 @@ main() {
       cmd_down "$(abs_dir "$dir")"
       ;;
     _watch)
-      local dir="" owner=""
+      local dir="" owner="" instance=""
       while [ $# -gt 0 ]; do
         case $1 in
           --dir) dir=${2:-}; shift 2 ;;
           --owner-pid) owner=${2:-}; shift 2 ;;
+          --instance) instance=${2:-}; shift 2 ;;
           *) exit 2 ;;
         esac
       done
-      cmd_watch "$dir" "$owner"
+      cmd_watch "$dir" "$owner" "$instance"
       ;;
     -h | --help | help) usage ;;
     *) die "unknown command '$cmd' (up|down)" ;;

@@ -82,7 +82,70 @@ fn to_diagnostic(file: &str, doc: &RawDocument, err: &serde_saphyr::Error) -> Di
             message = stripped.to_string();
         }
     }
+    if !message.contains('`')
+        && let Some(key) = location.as_ref().and_then(|l| key_before(doc.text, l))
+    {
+        message = format!("{key}: {message}");
+    }
     Diagnostic::new(file, line, message)
+}
+
+/// The mapping key written before a location on its line (`tier` in `  tier: high`), so that
+/// messages like "invalid u32" say which field they are about.
+fn key_before(text: &str, location: &Location) -> Option<String> {
+    let line = text
+        .lines()
+        .nth(usize::try_from(location.line()).ok()?.checked_sub(1)?)?;
+    let column = usize::try_from(location.column()).ok()?.saturating_sub(1);
+    let prefix: String = line.chars().take(column).collect();
+    let before_colon = prefix.trim_end().strip_suffix(':')?;
+    let key: String = before_colon
+        .chars()
+        .rev()
+        .take_while(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | '/'))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    (!key.is_empty()).then_some(key)
+}
+
+/// Parses Helm values: one YAML document that is a mapping (or empty), with the line of the
+/// first error inside `text`.
+pub fn check_values(text: &str) -> Result<serde_json::Value, (usize, String)> {
+    let doc = RawDocument { text, offset: 0 };
+    match serde_saphyr::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Null) => Ok(serde_json::Value::Object(Default::default())),
+        Ok(value @ serde_json::Value::Object(_)) => Ok(value),
+        Ok(_) => Err((doc.first_line(), "values must be a mapping".to_string())),
+        Err(err) => {
+            let d = to_diagnostic("", &doc, &err);
+            Err((d.line, d.message))
+        }
+    }
+}
+
+/// A manifest must be a Kubernetes object: a mapping with apiVersion, kind and metadata.name.
+pub fn check_object(object: &serde_json::Value) -> Result<(), String> {
+    let serde_json::Value::Object(map) = object else {
+        return Err("is not a mapping (a Kubernetes object)".into());
+    };
+    for field in ["apiVersion", "kind"] {
+        if !map
+            .get(field)
+            .is_some_and(|v| v.as_str().is_some_and(|s| !s.is_empty()))
+        {
+            return Err(format!("has no {field}"));
+        }
+    }
+    let name = map
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .and_then(serde_json::Value::as_str);
+    if !name.is_some_and(|n| !n.is_empty()) {
+        return Err("has no metadata.name".into());
+    }
+    Ok(())
 }
 
 /// Parses text that must be YAML manifests (one or more documents), reporting the first error
@@ -92,7 +155,12 @@ pub fn check_manifests(text: &str) -> Result<Vec<serde_json::Value>, (usize, Str
     for doc in split_documents(text) {
         match serde_saphyr::from_str::<serde_json::Value>(doc.text) {
             Ok(serde_json::Value::Null) => {}
-            Ok(value) => values.push(value),
+            Ok(value) => {
+                if let Err(problem) = check_object(&value) {
+                    return Err((doc.first_line(), format!("document {}: {problem}", values.len() + 1)));
+                }
+                values.push(value)
+            }
             Err(err) => {
                 let d = to_diagnostic("", &doc, &err);
                 return Err((d.line, d.message));

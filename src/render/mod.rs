@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use crate::classify::VersionInfo;
-use crate::config::yaml::check_manifests;
+use crate::config::yaml::{check_manifests, check_values};
 use crate::config::{
     Cluster, ConfigRepo, DeploymentType, HelmChart, HelmChartAction, Origin, PolicyRef, Profile,
     SourceKey, is_manifest_file,
@@ -151,26 +151,28 @@ pub fn render_profile(
         profile: profile.name.clone(),
         ..RenderedProfile::default()
     };
+    let context = Value::Object(variables.clone());
     for r in &profile.spec.template_resource_refs {
         let id = &r.value.identifier.value;
         if !r.value.optional && !variables.contains_key(id) {
+            let at = profile.pos.at(&r.referenced);
+            let (name, namespace) = resource_ref_target(&r.value.resource, &at, &context, sandbox)?;
             let resource = &r.value.resource;
+            let place = match r.value.cluster {
+                crate::config::ResourceCluster::Management => "management cluster",
+                crate::config::ResourceCluster::Target => "this cluster",
+            };
             out.pending.push(format!(
-                "templateResourceRef {id}: {} {} {:?} not available ({} cluster)",
+                "templateResourceRef {id}: {} {} {}{name} not available in the {place}",
                 resource.api_version,
                 resource.kind,
-                resource.name,
-                match r.value.cluster {
-                    crate::config::ResourceCluster::Management => "management",
-                    crate::config::ResourceCluster::Target => "target",
-                }
+                namespace.map(|ns| format!("{ns}/")).unwrap_or_default(),
             ));
         }
     }
     if !out.pending.is_empty() {
         return Ok(out);
     }
-    let context = Value::Object(variables.clone());
     for r in &profile.spec.policy_refs {
         let at = profile.pos.at(&r.referenced);
         render_policy_ref(repo, profile, &r.value, &at, &context, sandbox, &mut out)?;
@@ -184,6 +186,27 @@ pub fn render_profile(
             .push(render_release(profile, &h.value, &at, &context, sandbox)?);
     }
     Ok(out)
+}
+
+/// The name and namespace of a templateResourceRef for this cluster (both may be templates).
+pub fn resource_ref_target(
+    resource: &crate::config::ResourceRef,
+    at: &Origin,
+    context: &Value,
+    sandbox: &Sandbox,
+) -> Result<(String, Option<String>), RenderError> {
+    let name = sandbox
+        .render("templateResourceRef name", &resource.name, context)
+        .map_err(|e| template_error(&at.file, at.line, &e, false))?;
+    let namespace = match &resource.namespace {
+        Some(ns) => Some(
+            sandbox
+                .render("templateResourceRef namespace", ns, context)
+                .map_err(|e| template_error(&at.file, at.line, &e, false))?,
+        ),
+        None => None,
+    };
+    Ok((name, namespace))
 }
 
 fn template_error(file: &str, first_line: usize, e: &TemplateError, secret: bool) -> RenderError {
@@ -270,19 +293,12 @@ fn render_policy_ref(
             message: if secret {
                 format!("{label}: rendered output is not valid YAML (details withheld)")
             } else if template {
-                format!("{label}: rendered output line {line} is not valid YAML: {message}")
+                format!("{label}: rendered output line {line}: {message}")
             } else {
                 format!("{label}: {message}")
             },
         })?;
-        for (index, mut object) in documents.into_iter().enumerate() {
-            check_object(&object).map_err(|problem| RenderError {
-                origin: Origin {
-                    file: file.clone(),
-                    line: first_line,
-                },
-                message: format!("{label}: document {}: {problem}", index + 1),
-            })?;
+        for mut object in documents {
             stamp(&mut object, &profile.name);
             out.objects.push(RenderedObject {
                 source: label.clone(),
@@ -290,26 +306,6 @@ fn render_policy_ref(
                 object,
             });
         }
-    }
-    Ok(())
-}
-
-/// A manifest must be a Kubernetes object: a mapping with apiVersion, kind and metadata.name.
-fn check_object(object: &Value) -> Result<(), String> {
-    let Value::Object(map) = object else {
-        return Err("is not a mapping (a Kubernetes object)".into());
-    };
-    for field in ["apiVersion", "kind"] {
-        if !map.get(field).is_some_and(|v| v.as_str().is_some_and(|s| !s.is_empty())) {
-            return Err(format!("has no {field}"));
-        }
-    }
-    let name = map
-        .get("metadata")
-        .and_then(|m| m.get("name"))
-        .and_then(Value::as_str);
-    if !name.is_some_and(|n| !n.is_empty()) {
-        return Err("has no metadata.name".into());
     }
     Ok(())
 }
@@ -351,7 +347,7 @@ fn render_release(
             let rendered = sandbox
                 .render(&format!("{release} values"), &values.value, context)
                 .map_err(|e| template_error(&at.file, first_line, &e, false))?;
-            check_manifests(&rendered).map_err(|(line, message)| RenderError {
+            check_values(&rendered).map_err(|(line, message)| RenderError {
                 origin: Origin {
                     file: at.file.clone(),
                     line: first_line,

@@ -120,7 +120,8 @@ impl ControlPlanesBuilder {
             .lines()
             .filter(|line| !line.trim().is_empty())
             .map(|line| {
-                let fields: Vec<&str> = line.split_whitespace().collect();
+                // NAME VERSION KUBECONFIG; the path may contain spaces.
+                let fields: Vec<&str> = line.splitn(3, ' ').collect();
                 assert_eq!(fields.len(), 3, "unexpected launcher output line {line:?}");
                 Cluster {
                     name: fields[0].to_string(),
