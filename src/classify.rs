@@ -233,7 +233,7 @@ mod tests {
             let cluster = &repo.clusters["c1"];
             let out = classify(cluster, repo.classifiers.values(), &facts(live));
             assert_eq!(
-                out.labels.get("k8s").is_some(),
+                out.labels.contains_key("k8s"),
                 want,
                 "{comparison} {version} vs {live}"
             );
@@ -248,7 +248,11 @@ mod tests {
             "x",
             "[{version: 1.0.0, comparison: GreaterThan}]",
         ));
-        let out = classify(&repo.clusters["c1"], repo.classifiers.values(), &ClusterFacts::default());
+        let out = classify(
+            &repo.clusters["c1"],
+            repo.classifiers.values(),
+            &ClusterFacts::default(),
+        );
         assert!(out.matched.is_empty());
         assert_eq!(out.labels.get("env").map(String::as_str), Some("prod"));
     }
@@ -262,13 +266,14 @@ mod tests {
         ]
         .concat();
         let repo = repo(&text);
-        let out = classify(&repo.clusters["c1"], repo.classifiers.values(), &facts("v1.34.0"));
+        let out = classify(
+            &repo.clusters["c1"],
+            repo.classifiers.values(),
+            &facts("v1.34.0"),
+        );
         assert_eq!(out.labels["tier"], "a");
         assert_eq!(out.labels["env"], "prod");
-        assert_eq!(
-            out.owners["tier"],
-            LabelOwner::Classifier("a-first".into())
-        );
+        assert_eq!(out.owners["tier"], LabelOwner::Classifier("a-first".into()));
         let conflicts: Vec<(&str, &str)> = out
             .conflicts
             .iter()

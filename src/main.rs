@@ -67,7 +67,12 @@ fn main() -> ExitCode {
             cluster,
             profile,
             kubeconfig_dir,
-        } => render(&path, &cluster, profile.as_deref(), kubeconfig_dir.as_deref()),
+        } => render(
+            &path,
+            &cluster,
+            profile.as_deref(),
+            kubeconfig_dir.as_deref(),
+        ),
     };
     match result {
         Ok(code) => code,

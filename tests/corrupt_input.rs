@@ -27,7 +27,9 @@ fn config_files(tree: &FileTree) -> Vec<(String, Vec<u8>)> {
 
 /// A small deterministic generator, so failures reproduce.
 fn garbage(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..len)
         .map(|_| {
             state = state
@@ -44,13 +46,20 @@ fn load_with(path: &str, bytes: Vec<u8>) -> Result<config::ConfigRepo, config::D
     config::load(tree)
 }
 
-fn assert_error_names(path: &str, what: &str, result: Result<config::ConfigRepo, config::Diagnostics>) {
+fn assert_error_names(
+    path: &str,
+    what: &str,
+    result: Result<config::ConfigRepo, config::Diagnostics>,
+) {
     match result {
         Ok(_) => panic!("{what} of {path}: loaded as valid"),
         Err(diags) => {
             assert!(!diags.0.is_empty());
             assert!(
-                diags.0.iter().any(|d| d.file == path && d.line >= 1 && !d.message.is_empty()),
+                diags
+                    .0
+                    .iter()
+                    .any(|d| d.file == path && d.line >= 1 && !d.message.is_empty()),
                 "{what} of {path}: no diagnostic names the file: {diags}"
             );
         }
@@ -66,10 +75,19 @@ fn example_repo_is_valid() {
 fn truncated_files_never_panic() {
     let tree = example();
     for (path, bytes) in config_files(&tree) {
-        for cut in [1, bytes.len() / 3, bytes.len() / 2, bytes.len() * 2 / 3, bytes.len() - 1] {
+        for cut in [
+            1,
+            bytes.len() / 3,
+            bytes.len() / 2,
+            bytes.len() * 2 / 3,
+            bytes.len() - 1,
+        ] {
             let result = load_with(&path, bytes[..cut].to_vec());
             if let Err(diags) = result {
-                assert!(diags.0.iter().all(|d| d.line >= 1 && !d.file.is_empty()), "{diags}");
+                assert!(
+                    diags.0.iter().all(|d| d.line >= 1 && !d.file.is_empty()),
+                    "{diags}"
+                );
             }
         }
     }
@@ -101,7 +119,11 @@ fn wrong_types_are_clean_errors() {
             if variant == text {
                 continue;
             }
-            assert_error_names(&path, &format!("wrong types #{v}"), load_with(&path, variant.into_bytes()));
+            assert_error_names(
+                &path,
+                &format!("wrong types #{v}"),
+                load_with(&path, variant.into_bytes()),
+            );
         }
     }
 }
@@ -109,11 +131,19 @@ fn wrong_types_are_clean_errors() {
 #[test]
 fn deeply_nested_documents_are_refused_without_overflow() {
     for (path, nested) in [
-        ("profiles/deep.yaml", format!("a: {}{}", "[".repeat(100_000), "]".repeat(100_000))),
-        ("clusters/deep.yaml", format!("a: {}1{}", "{b: ".repeat(50_000), "}".repeat(50_000))),
+        (
+            "profiles/deep.yaml",
+            format!("a: {}{}", "[".repeat(100_000), "]".repeat(100_000)),
+        ),
+        (
+            "clusters/deep.yaml",
+            format!("a: {}1{}", "{b: ".repeat(50_000), "}".repeat(50_000)),
+        ),
         (
             "sources/deep.yaml",
-            (0..2000).map(|i| format!("{}- x\n", "  ".repeat(i))).collect::<String>(),
+            (0..2000)
+                .map(|i| format!("{}- x\n", "  ".repeat(i)))
+                .collect::<String>(),
         ),
     ] {
         assert_error_names(path, "deep nesting", load_with(path, nested.into_bytes()));
@@ -137,7 +167,11 @@ fn very_large_files_load_or_fail_cleanly() {
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: huge}}\ndata:\n  a.yaml: \"{}\"\n",
         "x".repeat(8 * 1024 * 1024)
     );
-    assert_error_names("sources/huge.yaml", "huge scalar", load_with("sources/huge.yaml", huge.into_bytes()));
+    assert_error_names(
+        "sources/huge.yaml",
+        "huge scalar",
+        load_with("sources/huge.yaml", huge.into_bytes()),
+    );
 
     // A billion-laughs alias bomb is stopped by the parser's budget.
     let mut bomb = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
@@ -149,5 +183,9 @@ fn very_large_files_load_or_fail_cleanly() {
             p = (b'a' + i - 1) as char
         ));
     }
-    assert_error_names("profiles/bomb.yaml", "alias bomb", load_with("profiles/bomb.yaml", bomb.into_bytes()));
+    assert_error_names(
+        "profiles/bomb.yaml",
+        "alias bomb",
+        load_with("profiles/bomb.yaml", bomb.into_bytes()),
+    );
 }

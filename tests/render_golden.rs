@@ -53,17 +53,26 @@ fn render_is_deterministic() {
 fn render_one_profile_and_unknown_names() {
     let (code, stdout, _) = render("prod-eu-1", &["--profile", "deploy-calico"]);
     assert_eq!(code, 0);
-    assert!(stdout.contains("helm release: tigera-operator/calico"), "{stdout}");
+    assert!(
+        stdout.contains("helm release: tigera-operator/calico"),
+        "{stdout}"
+    );
     assert!(!stdout.contains("platform-baseline"), "{stdout}");
     assert!(stdout.contains("- cidr: 10.244.0.0/16"), "{stdout}");
 
     let (code, _, stderr) = render("nope", &[]);
     assert_eq!(code, 1);
-    assert!(stderr.contains("cluster \"nope\" is not in clusters/"), "{stderr}");
+    assert!(
+        stderr.contains("cluster \"nope\" is not in clusters/"),
+        "{stderr}"
+    );
 
     let (code, _, stderr) = render("prod-eu-1", &["--profile", "ghost"]);
     assert_eq!(code, 1);
-    assert!(stderr.contains("profile \"ghost\" is not in profiles/"), "{stderr}");
+    assert!(
+        stderr.contains("profile \"ghost\" is not in profiles/"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -95,6 +104,9 @@ fn a_template_error_names_file_and_line() {
         .expect("run flotilla");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("/m.yaml:6: profile p on cluster c1: template error"), "{stderr}");
+    assert!(
+        stderr.contains("/m.yaml:6: profile p on cluster c1: template error"),
+        "{stderr}"
+    );
     assert!(stderr.contains("cluster.spec.missing"), "{stderr}");
 }

@@ -159,9 +159,21 @@ fn cases() -> Vec<Case> {
             2,
             "Sveltos documents are not accepted yet",
         ),
-        case("not a mapping", p, "- a\n- b\n", 1, "expected a flotilla.dev/v1alpha1 ClusterProfile document"),
+        case(
+            "not a mapping",
+            p,
+            "- a\n- b\n",
+            1,
+            "expected a flotilla.dev/v1alpha1 ClusterProfile document",
+        ),
         // Unknown field, wrong type, missing field.
-        case("unknown field", p, profile("  clusterSelectr: env=prod\n"), 6, "unknown field `clusterSelectr`"),
+        case(
+            "unknown field",
+            p,
+            profile("  clusterSelectr: env=prod\n"),
+            6,
+            "unknown field `clusterSelectr`",
+        ),
         case(
             "unknown field in nested ref",
             p,
@@ -169,8 +181,20 @@ fn cases() -> Vec<Case> {
             7,
             "unknown field `nmespace`",
         ),
-        case("wrong type", p, profile("  tier: high\n"), 6, "tier: invalid u32"),
-        case("wrong enum value", p, profile("  syncMode: Sometimes\n"), 6, "Sometimes"),
+        case(
+            "wrong type",
+            p,
+            profile("  tier: high\n"),
+            6,
+            "tier: invalid u32",
+        ),
+        case(
+            "wrong enum value",
+            p,
+            profile("  syncMode: Sometimes\n"),
+            6,
+            "Sometimes",
+        ),
         case(
             "missing field",
             p,
@@ -214,7 +238,13 @@ fn cases() -> Vec<Case> {
             4,
             "duplicate source ConfigMap default/manifests",
         ),
-        case("invalid name", p, "apiVersion: flotilla.dev/v1alpha1\nkind: ClusterProfile\nmetadata:\n  name: Bad_Name\nspec: {}\n", 4, "not a valid Kubernetes name"),
+        case(
+            "invalid name",
+            p,
+            "apiVersion: flotilla.dev/v1alpha1\nkind: ClusterProfile\nmetadata:\n  name: Bad_Name\nspec: {}\n",
+            4,
+            "not a valid Kubernetes name",
+        ),
         case(
             "invalid label",
             "clusters/more.yaml",
@@ -223,11 +253,19 @@ fn cases() -> Vec<Case> {
             "invalid label value",
         ),
         // Selectors, both forms.
-        case("bad selector string", p, profile("  clusterSelector: \"env in (a\"\n"), 6, "clusterSelector:"),
+        case(
+            "bad selector string",
+            p,
+            profile("  clusterSelector: \"env in (a\"\n"),
+            6,
+            "clusterSelector:",
+        ),
         case(
             "bad selector object",
             p,
-            profile("  clusterSelector:\n    matchExpressions:\n    - {key: env, operator: Near, values: [a]}\n"),
+            profile(
+                "  clusterSelector:\n    matchExpressions:\n    - {key: env, operator: Near, values: [a]}\n",
+            ),
             7,
             "Near",
         ),
@@ -361,9 +399,9 @@ fn every_error_category_names_file_line_and_message() {
             }
             Err(d) => d,
         };
-        let hit = diags.iter().any(|d| {
-            d.file == c.want_file && d.line == c.want_line && d.message.contains(c.want)
-        });
+        let hit = diags
+            .iter()
+            .any(|d| d.file == c.want_file && d.line == c.want_line && d.message.contains(c.want));
         if !hit {
             failures.push(format!(
                 "{}: want {}:{}: ..{}.., got:\n    {}",
@@ -407,8 +445,14 @@ fn a_dependency_cycle_is_named() {
 #[test]
 fn every_error_is_reported_at_once() {
     let diags = load_with(&[
-        ("profiles/extra.yaml", &profile("  dependsOn: [ghost]\n  clusterRefs: [gamma]\n")),
-        ("clusters/more.yaml", "apiVersion: flotilla.dev/v1alpha1\nkind: Cluster\nmetadata: {name: alpha}\n"),
+        (
+            "profiles/extra.yaml",
+            &profile("  dependsOn: [ghost]\n  clusterRefs: [gamma]\n"),
+        ),
+        (
+            "clusters/more.yaml",
+            "apiVersion: flotilla.dev/v1alpha1\nkind: Cluster\nmetadata: {name: alpha}\n",
+        ),
         ("classifiers/new.yaml", &CLASSIFIER.replace("1.30.0", "x")),
     ])
     .expect_err("several errors");
@@ -428,8 +472,13 @@ fn symlinks_out_of_the_repo_are_refused() {
         std::fs::create_dir_all(full.parent().expect("parent")).expect("mkdir");
         std::fs::write(full, text).expect("write");
     }
-    std::fs::write(dir.path().join("secret.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: s}\n").expect("write");
-    std::os::unix::fs::symlink("../../../secret.yaml", root.join("manifests/app/leak.yaml")).expect("symlink");
+    std::fs::write(
+        dir.path().join("secret.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: s}\n",
+    )
+    .expect("write");
+    std::os::unix::fs::symlink("../../../secret.yaml", root.join("manifests/app/leak.yaml"))
+        .expect("symlink");
     std::fs::write(
         root.join("profiles/extra.yaml"),
         profile("  policyRefs:\n  - {path: manifests/app}\n"),
@@ -453,9 +502,17 @@ fn cli_validate_exit_codes_and_format() {
         .args(["validate", "--path", example])
         .output()
         .expect("run flotilla");
-    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     let stdout = String::from_utf8_lossy(&ok.stdout);
-    assert!(stdout.starts_with("valid: 4 clusters, 7 profiles, 2 classifiers"), "{stdout}");
+    assert!(
+        stdout.starts_with("valid: 4 clusters, 7 profiles, 2 classifiers"),
+        "{stdout}"
+    );
 
     let dir = tempfile::tempdir().expect("tempdir");
     for (path, text) in base() {
@@ -463,8 +520,11 @@ fn cli_validate_exit_codes_and_format() {
         std::fs::create_dir_all(full.parent().expect("parent")).expect("mkdir");
         std::fs::write(full, text).expect("write");
     }
-    std::fs::write(dir.path().join("profiles/extra.yaml"), profile("  dependsOn: [ghost]\n"))
-        .expect("write");
+    std::fs::write(
+        dir.path().join("profiles/extra.yaml"),
+        profile("  dependsOn: [ghost]\n"),
+    )
+    .expect("write");
     let bad = std::process::Command::new(bin)
         .current_dir(dir.path())
         .args(["validate"])

@@ -61,7 +61,10 @@ pub fn kubeconfig_path(cluster: &Cluster, kubeconfig_dir: &Path) -> PathBuf {
 }
 
 /// A client for one cluster of the inventory.
-pub async fn client(cluster: &Cluster, kubeconfig_dir: &Path) -> Result<kube::Client, ClusterError> {
+pub async fn client(
+    cluster: &Cluster,
+    kubeconfig_dir: &Path,
+) -> Result<kube::Client, ClusterError> {
     let config = if cluster.kubeconfig.in_cluster {
         kube::Config::incluster().map_err(|source| ClusterError::InCluster {
             cluster: cluster.name.clone(),

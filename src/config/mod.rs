@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use load::load;
-pub use validate::{is_manifest_file, parse_version, validate_name};
 pub use types::*;
+pub use validate::{is_manifest_file, parse_version, validate_name};
 
 use crate::select::Selector;
 use crate::source::FileTree;

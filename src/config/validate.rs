@@ -239,7 +239,10 @@ fn build_sources(
                 );
             } else if let Err((line, message)) = check_manifests(&entry.text) {
                 let message = if secret {
-                    format!("{key} data key {:?}: invalid YAML (details withheld)", entry.key)
+                    format!(
+                        "{key} data key {:?}: invalid YAML (details withheld)",
+                        entry.key
+                    )
                 } else {
                     format!("{key} data key {:?}: {message}", entry.key)
                 };
@@ -341,16 +344,14 @@ fn build_classifiers(
                         diags.error(&at.file, at.line, e.to_string());
                     }
                     match (filter.operation, &filter.value) {
-                        (LabelOperation::Equal | LabelOperation::Different, None) => {
-                            diags.error(
-                                &at.file,
-                                at.line,
-                                format!(
-                                    "labelFilter on {:?}: operation {:?} needs a value",
-                                    filter.key, filter.operation
-                                ),
-                            )
-                        }
+                        (LabelOperation::Equal | LabelOperation::Different, None) => diags.error(
+                            &at.file,
+                            at.line,
+                            format!(
+                                "labelFilter on {:?}: operation {:?} needs a value",
+                                filter.key, filter.operation
+                            ),
+                        ),
                         (LabelOperation::Has | LabelOperation::DoesNotHave, Some(_)) => diags
                             .error(
                                 &at.file,
@@ -365,7 +366,14 @@ fn build_classifiers(
                 }
             }
         }
-        if duplicate(&classifiers, |c| &c.origin, "Classifier", &name, &origin, diags) {
+        if duplicate(
+            &classifiers,
+            |c| &c.origin,
+            "Classifier",
+            &name,
+            &origin,
+            diags,
+        ) {
             continue;
         }
         classifiers.insert(
@@ -558,7 +566,11 @@ fn build_profiles(
         for d in &spec.depends_on {
             let at = pos.at(&d.referenced);
             if d.value == name {
-                diags.error(&at.file, at.line, "dependsOn: a profile cannot depend on itself");
+                diags.error(
+                    &at.file,
+                    at.line,
+                    "dependsOn: a profile cannot depend on itself",
+                );
             } else if !names.contains(&d.value) {
                 diags.error(
                     &at.file,
@@ -606,9 +618,10 @@ fn build_profiles(
             let at = check.pos.at(&k.referenced);
             match tree.resolve(&k.value.path) {
                 Ok(dir) => {
-                    let has_kustomization = ["kustomization.yaml", "kustomization.yml", "Kustomization"]
-                        .iter()
-                        .any(|f| tree.resolve(&format!("{dir}/{f}")).is_ok());
+                    let has_kustomization =
+                        ["kustomization.yaml", "kustomization.yml", "Kustomization"]
+                            .iter()
+                            .any(|f| tree.resolve(&format!("{dir}/{f}")).is_ok());
                     if !has_kustomization {
                         diags.error(
                             &at.file,
@@ -719,7 +732,14 @@ fn build_profiles(
                 check.template(&at, &format!("{} namespace", id.value), ns, diags);
             }
         }
-        if duplicate(&profiles, |p| &p.origin, "ClusterProfile", &name, &origin, diags) {
+        if duplicate(
+            &profiles,
+            |p| &p.origin,
+            "ClusterProfile",
+            &name,
+            &origin,
+            diags,
+        ) {
             continue;
         }
         profiles.insert(

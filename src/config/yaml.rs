@@ -44,8 +44,8 @@ pub fn split_documents(text: &str) -> Vec<RawDocument<'_>> {
     let mut start_line = 0;
     let mut byte = 0;
     for (index, line) in text.split_inclusive('\n').enumerate() {
-        let is_marker = line.starts_with("---")
-            && line[3..].chars().next().is_none_or(char::is_whitespace);
+        let is_marker =
+            line.starts_with("---") && line[3..].chars().next().is_none_or(char::is_whitespace);
         if is_marker && index > 0 {
             documents.push(RawDocument {
                 text: &text[start_byte..byte],
@@ -131,9 +131,10 @@ pub fn check_object(object: &serde_json::Value) -> Result<(), String> {
         return Err("is not a mapping (a Kubernetes object)".into());
     };
     for field in ["apiVersion", "kind"] {
-        if !map
+        if map
             .get(field)
-            .is_some_and(|v| v.as_str().is_some_and(|s| !s.is_empty()))
+            .and_then(serde_json::Value::as_str)
+            .is_none_or(str::is_empty)
         {
             return Err(format!("has no {field}"));
         }
@@ -142,7 +143,7 @@ pub fn check_object(object: &serde_json::Value) -> Result<(), String> {
         .get("metadata")
         .and_then(|m| m.get("name"))
         .and_then(serde_json::Value::as_str);
-    if !name.is_some_and(|n| !n.is_empty()) {
+    if name.is_none_or(str::is_empty) {
         return Err("has no metadata.name".into());
     }
     Ok(())
@@ -157,7 +158,10 @@ pub fn check_manifests(text: &str) -> Result<Vec<serde_json::Value>, (usize, Str
             Ok(serde_json::Value::Null) => {}
             Ok(value) => {
                 if let Err(problem) = check_object(&value) {
-                    return Err((doc.first_line(), format!("document {}: {problem}", values.len() + 1)));
+                    return Err((
+                        doc.first_line(),
+                        format!("document {}: {problem}", values.len() + 1),
+                    ));
                 }
                 values.push(value)
             }

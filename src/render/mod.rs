@@ -124,11 +124,9 @@ pub fn matching_profiles<'a>(
             if placed.contains(name) {
                 continue;
             }
-            let ready = profile
-                .spec
-                .depends_on
-                .iter()
-                .all(|d| !matching.contains_key(d.value.as_str()) || placed.contains(d.value.as_str()));
+            let ready = profile.spec.depends_on.iter().all(|d| {
+                !matching.contains_key(d.value.as_str()) || placed.contains(d.value.as_str())
+            });
             if ready {
                 placed.insert(*name);
                 ordered.push(profile);
@@ -274,7 +272,14 @@ fn render_policy_ref(
             }
             let text = String::from_utf8(bytes.to_vec())
                 .map_err(|_| at_ref(format!("{file} is not valid UTF-8 text")))?;
-            pieces.push((format!("path {file}"), file, 1, text, reference.template, false));
+            pieces.push((
+                format!("path {file}"),
+                file,
+                1,
+                text,
+                reference.template,
+                false,
+            ));
         }
     }
     for (label, file, first_line, text, template, secret) in pieces {
@@ -288,7 +293,11 @@ fn render_policy_ref(
         let documents = check_manifests(&rendered).map_err(|(line, message)| RenderError {
             origin: Origin {
                 file: file.clone(),
-                line: if template { first_line } else { first_line + line - 1 },
+                line: if template {
+                    first_line
+                } else {
+                    first_line + line - 1
+                },
             },
             message: if secret {
                 format!("{label}: rendered output is not valid YAML (details withheld)")

@@ -19,7 +19,9 @@ pub enum ReadError {
         source: std::io::Error,
     },
     /// A file over [`MAX_FILE_BYTES`].
-    #[error("{path}: file is {size} bytes, larger than the {MAX_FILE_BYTES} bytes a config file may have")]
+    #[error(
+        "{path}: file is {size} bytes, larger than the {MAX_FILE_BYTES} bytes a config file may have"
+    )]
     TooLarge {
         /// The oversized file.
         path: PathBuf,

@@ -31,7 +31,9 @@ pub enum PathError {
     #[error("path {0:?} leaves the config root")]
     Escapes(String),
     /// A symlink whose target is outside the root.
-    #[error("path {path:?} goes through symlink {link:?} -> {target:?}, which points outside the config root")]
+    #[error(
+        "path {path:?} goes through symlink {link:?} -> {target:?}, which points outside the config root"
+    )]
     SymlinkEscapes {
         /// The path being resolved.
         path: String,
@@ -64,7 +66,8 @@ impl FileTree {
 
     /// Adds a symlink at a normalized relative path.
     pub fn insert_symlink(&mut self, path: impl Into<String>, target: impl Into<String>) {
-        self.entries.insert(path.into(), Entry::Symlink(target.into()));
+        self.entries
+            .insert(path.into(), Entry::Symlink(target.into()));
     }
 
     /// The entry stored at exactly this path (no symlink resolution).
