@@ -75,8 +75,7 @@ PY
 # A zombie has an empty command line, so it counts as gone.
 alive() {
   local pid=$1 dir=$2 cmdline
-  [ -r "/proc/$pid/cmdline" ] || return 1
-  cmdline="$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null) " || return 1
+  cmdline="$({ tr '\0' ' ' < "/proc/$pid/cmdline"; } 2>/dev/null) " || return 1
   [[ $cmdline == *"$dir/"* || $cmdline == *"$dir "* ]]
 }
 

@@ -379,3 +379,218 @@ fn render_release(
         values,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::load;
+    use crate::source::FileTree;
+
+    fn repo(files: &[(&str, &str)]) -> ConfigRepo {
+        let mut tree = FileTree::new();
+        tree.insert_file(
+            "clusters/c.yaml",
+            b"apiVersion: flotilla.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: c1\n  labels: {env: prod}\nspec:\n  cidrs: [10.0.0.0/8]\n".to_vec(),
+        );
+        for (path, text) in files {
+            tree.insert_file(*path, text.as_bytes().to_vec());
+        }
+        match load(tree) {
+            Ok(repo) => repo,
+            Err(e) => panic!("test repo invalid: {e}"),
+        }
+    }
+
+    fn profile(name: &str, spec: &str) -> String {
+        format!(
+            "---\napiVersion: flotilla.dev/v1alpha1\nkind: ClusterProfile\nmetadata: {{name: {name}}}\nspec:\n{spec}"
+        )
+    }
+
+    fn variables(repo: &ConfigRepo) -> serde_json::Map<String, Value> {
+        let cluster = &repo.clusters["c1"];
+        let mut vars = serde_json::Map::new();
+        vars.insert(
+            "cluster".into(),
+            cluster_context(cluster, &cluster.labels, None),
+        );
+        vars
+    }
+
+    #[test]
+    fn matching_and_order() {
+        let text = [
+            profile(
+                "a-dependent",
+                "  clusterSelector: env=prod\n  dependsOn: [z-base]\n",
+            ),
+            profile("b-other-env", "  clusterSelector: env=dev\n"),
+            profile("c-by-ref", "  clusterRefs: [c1]\n"),
+            profile("d-no-selector", "  tier: 1\n"),
+            profile("e-everything", "  clusterSelector: {}\n"),
+            profile("z-base", "  clusterSelector: \"env in (prod)\"\n"),
+        ]
+        .concat();
+        let repo = repo(&[("profiles/p.yaml", &text)]);
+        let labels = repo.clusters["c1"].labels.clone();
+        let names: Vec<&str> = matching_profiles(&repo, "c1", &labels)
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            vec!["c-by-ref", "e-everything", "z-base", "a-dependent"]
+        );
+    }
+
+    #[test]
+    fn stamps_label_and_annotation_and_keeps_existing_ones() {
+        let cases = [
+            (json!({"metadata": {"name": "x"}}), json!({}), json!({})),
+            (
+                json!({"metadata": {"name": "x", "labels": {"a": "b"}, "annotations": {"c": "d"}}}),
+                json!({"a": "b"}),
+                json!({"c": "d"}),
+            ),
+            (
+                json!({"metadata": {"name": "x", "labels": null}}),
+                json!({}),
+                json!({}),
+            ),
+        ];
+        for (mut object, labels, annotations) in cases {
+            stamp(&mut object, "p");
+            let mut want_labels = labels.as_object().cloned().unwrap_or_default();
+            want_labels.insert(MANAGED_BY_LABEL.into(), json!(MANAGED_BY_VALUE));
+            let mut want_annotations = annotations.as_object().cloned().unwrap_or_default();
+            want_annotations.insert(PROFILE_ANNOTATION.into(), json!("p"));
+            assert_eq!(object["metadata"]["labels"], Value::Object(want_labels));
+            assert_eq!(
+                object["metadata"]["annotations"],
+                Value::Object(want_annotations)
+            );
+        }
+    }
+
+    #[test]
+    fn cluster_context_has_effective_labels_and_live_version() {
+        let repo = repo(&[]);
+        let cluster = &repo.clusters["c1"];
+        let mut labels = cluster.labels.clone();
+        labels.insert("k8s".into(), "new".into());
+        let version = VersionInfo {
+            git_version: "v1.37.2".into(),
+            major: "1".into(),
+            minor: "37".into(),
+        };
+        let context = cluster_context(cluster, &labels, Some(&version));
+        assert_eq!(context["metadata"]["labels"]["k8s"], "new");
+        assert_eq!(context["status"]["version"]["gitVersion"], "v1.37.2");
+        assert_eq!(context["spec"]["cidrs"][0], "10.0.0.0/8");
+        let offline = cluster_context(cluster, &labels, None);
+        assert!(offline.get("status").is_none());
+    }
+
+    #[test]
+    fn sources_render_only_when_annotated_and_secrets_are_decoded() {
+        let sources = "\
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: plain}
+data:
+  a.yaml: |
+    apiVersion: v1
+    kind: ConfigMap
+    metadata: {name: plain}
+    data: {rule: '{{ not_a_variable }}'}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: templated
+  annotations: {flotilla.dev/template: \"true\"}
+data:
+  a.yaml: |
+    apiVersion: v1
+    kind: ConfigMap
+    metadata: {name: 'cm-{{ cluster.metadata.name }}'}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: creds}
+data:
+  a.yaml: YXBpVmVyc2lvbjogdjEKa2luZDogTmFtZXNwYWNlCm1ldGFkYXRhOiB7bmFtZTogZnJvbS1zZWNyZXR9Cg==
+";
+        let text = profile(
+            "p",
+            "  clusterRefs: [c1]\n  policyRefs:\n  - {kind: ConfigMap, name: plain}\n  - {kind: ConfigMap, name: templated}\n  - {kind: Secret, name: creds}\n",
+        );
+        let repo = repo(&[("sources/s.yaml", sources), ("profiles/p.yaml", &text)]);
+        let rendered = render_profile(
+            &repo,
+            &repo.profiles["p"],
+            &variables(&repo),
+            &Sandbox::new(),
+        )
+        .expect("renders");
+        let names: Vec<&str> = rendered
+            .objects
+            .iter()
+            .filter_map(|o| o.object["metadata"]["name"].as_str())
+            .collect();
+        assert_eq!(names, vec!["plain", "cm-c1", "from-secret"]);
+        assert_eq!(
+            rendered.objects[0].object["data"]["rule"],
+            "{{ not_a_variable }}"
+        );
+    }
+
+    #[test]
+    fn missing_resource_refs_make_the_profile_pending_unless_optional() {
+        let spec = |optional: bool| {
+            format!(
+                "  clusterRefs: [c1]\n  templateResourceRefs:\n  - resource: {{apiVersion: v1, kind: ConfigMap, name: 'x-{{{{ cluster.metadata.name }}}}', namespace: ns}}\n    identifier: Thing\n    optional: {optional}\n  policyRefs:\n  - {{path: m.yaml, template: true}}\n"
+            )
+        };
+        let manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: m}\ndata: {has: '{{ Thing is defined }}'}\n";
+        for (optional, pending, objects) in [(false, 1, 0), (true, 0, 1)] {
+            let text = profile("p", &spec(optional));
+            let repo = repo(&[("profiles/p.yaml", &text), ("m.yaml", manifest)]);
+            let rendered = render_profile(
+                &repo,
+                &repo.profiles["p"],
+                &variables(&repo),
+                &Sandbox::new(),
+            )
+            .expect("renders");
+            assert_eq!(rendered.pending.len(), pending, "optional={optional}");
+            assert_eq!(rendered.objects.len(), objects, "optional={optional}");
+            if pending > 0 {
+                assert!(
+                    rendered.pending[0].contains("ns/x-c1"),
+                    "{:?}",
+                    rendered.pending
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn rendered_output_that_is_not_an_object_is_an_error_at_the_file() {
+        let text = profile(
+            "p",
+            "  clusterRefs: [c1]\n  policyRefs:\n  - {path: m.yaml, template: true}\n",
+        );
+        let manifest = "apiVersion: v1\nkind: '{{ cluster.spec.cidrs | length }}'\nmetadata: {}\n";
+        let repo = repo(&[("profiles/p.yaml", &text), ("m.yaml", manifest)]);
+        let err = render_profile(
+            &repo,
+            &repo.profiles["p"],
+            &variables(&repo),
+            &Sandbox::new(),
+        )
+        .expect_err("no metadata.name");
+        assert_eq!(err.origin.file, "m.yaml");
+        assert!(err.message.contains("has no metadata.name"), "{err}");
+    }
+}
