@@ -126,4 +126,4 @@ link kubectl "kubectl-$newest"
 printf '%s\n' "${KUBE_VERSIONS[@]}" > "$BIN/kube-versions"
 
 log "cache $BIN holds:"
-for f in "$BIN"/*-v*; do printf '  %s\n' "$(basename "$f")"; done >&2
+for f in "$BIN"/*-v[0-9]*; do printf '  %s\n' "$(basename "$f")"; done >&2
