@@ -163,14 +163,15 @@ fn very_large_files_load_or_fail_cleanly() {
     assert_eq!(repo.clusters.len(), 20_000 + 4);
 
     // One 8 MiB scalar in a source that must be manifests: a clean error for that file.
+    // (It replaces the platform-baseline source, which a profile references as manifests.)
     let huge = format!(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: huge}}\ndata:\n  a.yaml: \"{}\"\n",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: platform-baseline}}\ndata:\n  a.yaml: \"{}\"\n",
         "x".repeat(8 * 1024 * 1024)
     );
     assert_error_names(
-        "sources/huge.yaml",
+        "sources/baseline.yaml",
         "huge scalar",
-        load_with("sources/huge.yaml", huge.into_bytes()),
+        load_with("sources/baseline.yaml", huge.into_bytes()),
     );
 
     // A billion-laughs alias bomb is stopped by the parser's budget.

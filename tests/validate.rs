@@ -27,6 +27,7 @@ spec:
   clusterSelector: env=prod
   policyRefs:
   - {kind: ConfigMap, name: manifests}
+  - {path: manifests/app}
 ";
 
 const SOURCE: &str = "\
@@ -368,6 +369,20 @@ fn cases() -> Vec<Case> {
             8,
             "ConfigMap default/t data key \"a.yaml\"",
         ),
+        case(
+            "referenced source that is not manifests",
+            "sources/manifests.yaml",
+            SOURCE.replace("kind: Namespace", "kynd: Namespace"),
+            7,
+            "ConfigMap default/manifests data key \"ns.yaml\": document 1: has no kind",
+        ),
+        case(
+            "path reference to a file that is not a manifest",
+            "manifests/app/deploy.yaml",
+            "just: values\n",
+            1,
+            "document 1: has no apiVersion",
+        ),
         // Other invalid values.
         case(
             "bad chart version",
@@ -535,5 +550,30 @@ fn cli_validate_exit_codes_and_format() {
     assert!(
         stderr.contains("profiles/extra.yaml:6: dependsOn: profile \"ghost\" is not in profiles/"),
         "{stderr}"
+    );
+}
+
+#[test]
+fn values_from_sources_and_paths_are_helm_values_not_manifests() {
+    let chart = "  helmCharts:\n  - repositoryURL: oci://registry.example.com/charts\n    repositoryName: ex\n    chartName: app\n    chartVersion: 1.2.3\n    releaseName: app\n    releaseNamespace: apps\n    valuesFrom:\n    - {kind: ConfigMap, name: app-values}\n    - {path: values/app.yaml}\n";
+    let values_source = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: app-values}\ndata:\n  values.yaml: |\n    replicas: 2\n";
+    load_with(&[
+        ("profiles/extra.yaml", &profile(chart)),
+        ("sources/values.yaml", values_source),
+        ("values/app.yaml", "image: {tag: v1}\n"),
+    ])
+    .expect("values are valid");
+
+    let diags = load_with(&[
+        ("profiles/extra.yaml", &profile(chart)),
+        ("sources/values.yaml", values_source),
+        ("values/app.yaml", "- a list\n- is not values\n"),
+    ])
+    .expect_err("a list is not Helm values");
+    assert!(
+        diags
+            .iter()
+            .any(|d| d.file == "values/app.yaml" && d.message.contains("values must be a mapping")),
+        "{diags:?}"
     );
 }

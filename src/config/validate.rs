@@ -7,7 +7,7 @@ use serde_saphyr::Spanned;
 
 use super::load::{Parsed, is_template, source_entries, source_key};
 use super::types::*;
-use super::yaml::check_manifests;
+use super::yaml::{check_manifests, check_values, check_yaml};
 use super::{
     Classifier, Cluster, ConfigRepo, Diagnostics, DocPos, Origin, Profile, Source, SourceKey,
 };
@@ -237,19 +237,22 @@ fn build_sources(
                     secret,
                     diags,
                 );
-            } else if let Err((line, message)) = check_manifests(&entry.text) {
-                let message = if secret {
-                    format!(
-                        "{key} data key {:?}: invalid YAML (details withheld)",
-                        entry.key
+            } else if let Err((line, message)) = check_yaml(&entry.text) {
+                // Syntax is checked here for every source; whether the documents are manifests
+                // or Helm values depends on who references the source (see `reference`).
+                let (line, message) = if secret {
+                    (
+                        entry.line,
+                        format!(
+                            "{key} data key {:?}: invalid YAML (details withheld)",
+                            entry.key
+                        ),
                     )
                 } else {
-                    format!("{key} data key {:?}: {message}", entry.key)
-                };
-                let line = if secret {
-                    entry.line
-                } else {
-                    entry.line + line - 1
+                    (
+                        entry.line + line - 1,
+                        format!("{key} data key {:?}: {message}", entry.key),
+                    )
                 };
                 diags.error(&pos.file, line, message);
             }
@@ -390,6 +393,66 @@ fn build_classifiers(
     classifiers
 }
 
+/// What a referenced text must be: Kubernetes manifests (policyRefs) or Helm values (valuesFrom).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Manifests,
+    Values,
+}
+
+impl Purpose {
+    fn noun(self) -> &'static str {
+        match self {
+            Purpose::Manifests => "manifests",
+            Purpose::Values => "Helm values",
+        }
+    }
+}
+
+/// Checks untemplated text for its purpose, returning the line inside it and the problem.
+fn check_text(purpose: Purpose, text: &str) -> Result<(), (usize, String)> {
+    match purpose {
+        Purpose::Manifests => check_manifests(text).map(|_| ()),
+        Purpose::Values => check_values(text).map(|_| ()),
+    }
+}
+
+/// The fields policyRefs and valuesFrom share: a source by kind and name, or a repo path.
+struct Reference<'a> {
+    purpose: Purpose,
+    kind: Option<SourceKind>,
+    name: Option<&'a str>,
+    namespace: Option<&'a str>,
+    path: Option<&'a str>,
+    template: bool,
+}
+
+impl<'a> From<&'a PolicyRef> for Reference<'a> {
+    fn from(p: &'a PolicyRef) -> Self {
+        Reference {
+            purpose: Purpose::Manifests,
+            kind: p.kind,
+            name: p.name.as_deref(),
+            namespace: p.namespace.as_deref(),
+            path: p.path.as_deref(),
+            template: p.template,
+        }
+    }
+}
+
+impl<'a> From<&'a ValuesFrom> for Reference<'a> {
+    fn from(v: &'a ValuesFrom) -> Self {
+        Reference {
+            purpose: Purpose::Values,
+            kind: v.kind,
+            name: v.name.as_deref(),
+            namespace: v.namespace.as_deref(),
+            path: v.path.as_deref(),
+            template: false,
+        }
+    }
+}
+
 /// Context shared by the checks of one profile.
 struct ProfileCheck<'a> {
     pos: &'a DocPos,
@@ -399,34 +462,47 @@ struct ProfileCheck<'a> {
 }
 
 impl ProfileCheck<'_> {
-    /// Checks a `kind`+`name` or `path` reference; returns nothing, reports into `diags`.
-    #[allow(clippy::too_many_arguments)]
-    fn reference(
-        &self,
-        what: &str,
-        at: &Origin,
-        kind: Option<SourceKind>,
-        name: Option<&str>,
-        namespace: Option<&str>,
-        path: Option<&str>,
-        template: bool,
-        diags: &mut Diagnostics,
-    ) {
-        match (kind, name, path) {
+    /// Checks a `kind`+`name` or `path` reference, reporting into `diags`.
+    fn reference(&self, what: &str, at: &Origin, r: Reference, diags: &mut Diagnostics) {
+        match (r.kind, r.name, r.path) {
             (Some(kind), Some(name), None) => {
                 let key = SourceKey {
                     kind,
-                    namespace: namespace.unwrap_or("default").to_string(),
+                    namespace: r.namespace.unwrap_or("default").to_string(),
                     name: name.to_string(),
                 };
-                if !self.sources.contains_key(&key) {
-                    diags.error(
+                match self.sources.get(&key) {
+                    None => diags.error(
                         &at.file,
                         at.line,
                         format!("{what}: {key} not found in sources/"),
-                    );
+                    ),
+                    Some(source) if !source.template => {
+                        for entry in &source.entries {
+                            let Err((line, message)) = check_text(r.purpose, &entry.text) else {
+                                continue;
+                            };
+                            let (line, message) = if source.is_secret() {
+                                (
+                                    entry.line,
+                                    format!(
+                                        "{key} data key {:?}: invalid {} (details withheld)",
+                                        entry.key,
+                                        r.purpose.noun()
+                                    ),
+                                )
+                            } else {
+                                (
+                                    entry.line + line - 1,
+                                    format!("{key} data key {:?}: {message}", entry.key),
+                                )
+                            };
+                            diags.error(&source.origin.file, line, message);
+                        }
+                    }
+                    Some(_) => {}
                 }
-                if template {
+                if r.template {
                     diags.error(
                         &at.file,
                         at.line,
@@ -436,7 +512,7 @@ impl ProfileCheck<'_> {
                     );
                 }
             }
-            (None, None, Some(path)) => self.path(what, at, path, template, diags),
+            (None, None, Some(path)) => self.path(what, at, path, r.template, r.purpose, diags),
             (Some(_), None, None) => {
                 diags.error(&at.file, at.line, format!("{what}: kind needs a name"))
             }
@@ -459,7 +535,15 @@ impl ProfileCheck<'_> {
     }
 
     /// A repo path: it must stay in the repo and hold manifests (or templates of them).
-    fn path(&self, what: &str, at: &Origin, path: &str, template: bool, diags: &mut Diagnostics) {
+    fn path(
+        &self,
+        what: &str,
+        at: &Origin,
+        path: &str,
+        template: bool,
+        purpose: Purpose,
+        diags: &mut Diagnostics,
+    ) {
         let resolved = match self.tree.resolve(path) {
             Ok(resolved) => resolved,
             Err(e) => {
@@ -492,7 +576,7 @@ impl ProfileCheck<'_> {
             };
             if template {
                 check_template(self.sandbox, &file, 1, &file, text, false, diags);
-            } else if let Err((line, message)) = check_manifests(text) {
+            } else if let Err((line, message)) = check_text(purpose, text) {
                 diags.error(&file, line, message);
             }
         }
@@ -602,17 +686,7 @@ fn build_profiles(
         };
         for r in &spec.policy_refs {
             let at = check.pos.at(&r.referenced);
-            let p = &r.value;
-            check.reference(
-                "policyRefs",
-                &at,
-                p.kind,
-                p.name.as_deref(),
-                p.namespace.as_deref(),
-                p.path.as_deref(),
-                p.template,
-                diags,
-            );
+            check.reference("policyRefs", &at, (&r.value).into(), diags);
         }
         for k in &spec.kustomization_refs {
             let at = check.pos.at(&k.referenced);
@@ -681,17 +755,7 @@ fn build_profiles(
             }
             for v in &c.values_from {
                 let at = check.pos.at(&v.referenced);
-                let v = &v.value;
-                check.reference(
-                    "helmCharts.valuesFrom",
-                    &at,
-                    v.kind,
-                    v.name.as_deref(),
-                    v.namespace.as_deref(),
-                    v.path.as_deref(),
-                    false,
-                    diags,
-                );
+                check.reference("helmCharts.valuesFrom", &at, (&v.value).into(), diags);
             }
         }
         let mut identifiers = BTreeMap::new();

@@ -110,6 +110,18 @@ fn key_before(text: &str, location: &Location) -> Option<String> {
     (!key.is_empty()).then_some(key)
 }
 
+/// Parses text that must be YAML (any number of documents of any shape), reporting the first
+/// syntax error with its line inside `text`.
+pub fn check_yaml(text: &str) -> Result<(), (usize, String)> {
+    for doc in split_documents(text) {
+        if let Err(err) = serde_saphyr::from_str::<serde_json::Value>(doc.text) {
+            let d = to_diagnostic("", &doc, &err);
+            return Err((d.line, d.message));
+        }
+    }
+    Ok(())
+}
+
 /// Parses Helm values: one YAML document that is a mapping (or empty), with the line of the
 /// first error inside `text`.
 pub fn check_values(text: &str) -> Result<serde_json::Value, (usize, String)> {
