@@ -18,9 +18,10 @@
 //!   input, and templates cannot be loaded from files (the `glob_fs` feature is off). Unknown
 //!   functions and filters are rejected when the template is parsed.
 //! - No autoescaping: output is YAML, so HTML escaping is turned off for every template name.
-//! - Determinism: tera's maps are hash maps (unless its `preserve_order` feature is on), so the
-//!   `keys`, `values` and `pairs` filters are replaced by versions ordered by key, and `to_yaml` /
-//!   `to_json` sort map keys.
+//! - Determinism: Cargo.toml turns on tera's `preserve_order`, so `{% for k, v in map %}` follows
+//!   the context's order (serde_json's sorted keys); `keys`, `values` and `pairs` are replaced
+//!   by versions ordered by key anyway, and `to_yaml` / `to_json` sort map keys. Without this a
+//!   map loop would render differently per run and cause needless re-applies.
 
 use std::ops::Range;
 
