@@ -256,11 +256,18 @@ mod tests {
 
     #[test]
     fn files_at_lists_a_directory_recursively_in_order() {
-        let t = tree();
-        let files = t.files_at("manifests/sub").expect("inside");
-        assert_eq!(files.len(), 1);
-        assert_eq!(files[0].0, "manifests/sub/b.yaml");
-        // A directory containing an escaping link is refused as a whole.
-        assert!(t.files_at("manifests").is_err());
+        let mut t = FileTree::new();
+        t.insert_file("m/b.yaml", b"b".to_vec());
+        t.insert_file("m/a/z.yaml", b"z".to_vec());
+        t.insert_file("other.yaml", b"o".to_vec());
+        t.insert_symlink("m/link.yaml", "../other.yaml");
+        let files = t.files_at("m").expect("inside");
+        let paths: Vec<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(paths, vec!["m/a/z.yaml", "m/b.yaml", "m/link.yaml"]);
+        assert_eq!(files[2].1, b"o");
+        assert_eq!(t.files_at("other.yaml").expect("file").len(), 1);
+        // A directory containing a link out of the root is refused as a whole.
+        assert!(tree().files_at("manifests/sub").is_err());
+        assert!(tree().files_at("manifests").is_err());
     }
 }
