@@ -8,9 +8,10 @@ use std::process::Command;
 
 use support::ControlPlanes;
 
-fn render(planes: &ControlPlanes, cluster: &str) -> String {
+/// Runs `flotilla render` of example-repo for one cluster with kubeconfigs from `kubeconfig_dir`.
+fn run_render(cluster: &str, kubeconfig_dir: &std::path::Path) -> std::process::Output {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/example-repo");
-    let out = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+    Command::new(env!("CARGO_BIN_EXE_flotilla"))
         .args([
             "render",
             "--path",
@@ -19,9 +20,13 @@ fn render(planes: &ControlPlanes, cluster: &str) -> String {
             cluster,
             "--kubeconfig-dir",
         ])
-        .arg(planes.dir())
+        .arg(kubeconfig_dir)
         .output()
-        .expect("run flotilla");
+        .expect("run flotilla")
+}
+
+fn render(planes: &ControlPlanes, cluster: &str) -> String {
+    let out = run_render(cluster, planes.dir());
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -53,19 +58,7 @@ fn live_versions_drive_templates_and_classifiers() {
 #[test]
 fn an_unreachable_cluster_is_a_clear_error() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/example-repo");
-    let out = Command::new(env!("CARGO_BIN_EXE_flotilla"))
-        .args([
-            "render",
-            "--path",
-            example,
-            "--cluster",
-            "prod-eu-1",
-            "--kubeconfig-dir",
-        ])
-        .arg(dir.path())
-        .output()
-        .expect("run flotilla");
+    let out = run_render("prod-eu-1", dir.path());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(

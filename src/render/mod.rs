@@ -221,6 +221,20 @@ fn template_error(file: &str, first_line: usize, e: &TemplateError, secret: bool
     }
 }
 
+/// One text a policyRef contributes: a source value or a repo file, and how to treat it.
+struct Piece {
+    /// Names it in comments and errors, e.g. `ConfigMap default/x [a.yaml]` or `path m.yaml`.
+    label: String,
+    /// The repo file it is written in.
+    file: String,
+    /// File line where the text starts.
+    first_line: usize,
+    text: String,
+    template: bool,
+    /// Secret content is never echoed in errors.
+    secret: bool,
+}
+
 #[allow(clippy::too_many_arguments)]
 fn render_policy_ref(
     repo: &ConfigRepo,
@@ -235,8 +249,7 @@ fn render_policy_ref(
         origin: at.clone(),
         message,
     };
-    // (label, file, first line, text, template, secret)
-    let mut pieces: Vec<(String, String, usize, String, bool, bool)> = Vec::new();
+    let mut pieces: Vec<Piece> = Vec::new();
     if let (Some(kind), Some(name)) = (reference.kind, &reference.name) {
         let key = SourceKey {
             kind,
@@ -251,14 +264,14 @@ fn render_policy_ref(
             .get(&key)
             .ok_or_else(|| at_ref(format!("{key} not found in sources/")))?;
         for entry in &source.entries {
-            pieces.push((
-                format!("{key} [{}]", entry.key),
-                source.origin.file.clone(),
-                entry.line,
-                entry.text.clone(),
-                source.template,
-                source.is_secret(),
-            ));
+            pieces.push(Piece {
+                label: format!("{key} [{}]", entry.key),
+                file: source.origin.file.clone(),
+                first_line: entry.line,
+                text: entry.text.clone(),
+                template: source.template,
+                secret: source.is_secret(),
+            });
         }
     } else if let Some(path) = &reference.path {
         let resolved = repo.tree.resolve(path).map_err(|e| at_ref(e.to_string()))?;
@@ -272,17 +285,25 @@ fn render_policy_ref(
             }
             let text = String::from_utf8(bytes.to_vec())
                 .map_err(|_| at_ref(format!("{file} is not valid UTF-8 text")))?;
-            pieces.push((
-                format!("path {file}"),
+            pieces.push(Piece {
+                label: format!("path {file}"),
                 file,
-                1,
+                first_line: 1,
                 text,
-                reference.template,
-                false,
-            ));
+                template: reference.template,
+                secret: false,
+            });
         }
     }
-    for (label, file, first_line, text, template, secret) in pieces {
+    for Piece {
+        label,
+        file,
+        first_line,
+        text,
+        template,
+        secret,
+    } in pieces
+    {
         let rendered = if template {
             sandbox
                 .render(&label, &text, context)
