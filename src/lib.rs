@@ -7,6 +7,7 @@ pub mod classify;
 pub mod cluster;
 pub mod config;
 pub mod diff;
+pub mod git;
 pub mod render;
 pub mod select;
 pub mod source;

@@ -5,6 +5,8 @@
 //! Every test binary compiles this module and uses a different part of it.
 #![allow(dead_code)]
 
+pub mod git_server;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -1,0 +1,1 @@
+//! Loopback smart-HTTP git server (git http-backend) for authenticated-transport tests.
