@@ -5,6 +5,8 @@
 #
 #   local-clusters.sh up --count N --dir DIR [--version X.Y[,X.Y...]] [--names a,b,c]
 #                        [--owner-pid PID] [--timeout SECONDS]
+#   local-clusters.sh stop --dir DIR --name NAME
+#   local-clusters.sh start --dir DIR --name NAME [--timeout SECONDS]
 #   local-clusters.sh down --dir DIR
 #
 #   --count     number of clusters (default: the number of --names, else 1)
@@ -16,9 +18,20 @@
 #
 # `up` prints one line per cluster on stdout: NAME VERSION KUBECONFIG (also kept in DIR/clusters);
 # progress and errors go to stderr. DIR/<name>.kubeconfig has the context <name> (current), server
-# https://127.0.0.1:PORT, the CA inline and the admin token (group system:masters). Logs are in
-# DIR/logs and survive `down`; everything else `up` wrote is removed by `down`. If `up` fails
-# half-way it stops what it started.
+# https://127.0.0.1:PORT, the CA inline and the admin token (user flotilla-admin, group
+# system:masters). Logs are in DIR/logs and survive `down`; everything else `up` wrote is removed
+# by `down`. If `up` fails half-way it stops what it started.
+#
+# `stop` stops one cluster's apiserver (etcd and the other clusters keep running); `start` starts
+# it again on the same port with the same certificates and token, so its kubeconfig stays valid,
+# and waits until it is ready. Both do nothing when the apiserver is already stopped / running.
+# Per-cluster state (port, version) is in DIR/run/<name>.state; `down` stops everything.
+#
+# Audit: every apiserver writes an audit log, DIR/logs/<name>.audit.log (JSON lines, level
+# Metadata for every request, stage ResponseComplete only; policy DIR/pki/audit-policy.yaml; no
+# rotation; `up` empties it, `start` appends). The log backend is blocking: an event is on disk
+# before its response is sent. The launcher's own readiness probes use a second token (user
+# flotilla-launcher), so the flotilla-admin entries are exactly the kubeconfig users' requests.
 #
 # Binaries come from scripts/testbin.sh's cache: FLOTILLA_TESTBIN (default
 # $HOME/.cache/flotilla/testbin).

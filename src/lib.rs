@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod config;
 pub mod diff;
 pub mod git;
+pub mod plan;
 pub mod render;
 pub mod select;
 pub mod source;

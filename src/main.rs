@@ -185,7 +185,9 @@ fn render(
     let sandbox = Sandbox::new();
     let mut rendered = Vec::new();
     let mut failed = false;
-    for profile in render::matching_profiles(&repo, &cluster.name, &classification.labels) {
+    for profile in
+        flotilla::plan::profiles_for_cluster(&repo, &cluster.name, &classification.labels)
+    {
         if only.is_some_and(|p| p != profile.name) {
             continue;
         }

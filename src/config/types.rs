@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Deserializer, de};
+use serde::{Deserialize, Deserializer, Serialize, de};
 use serde_saphyr::Spanned;
 
 use crate::select::SelectorSpec;
@@ -137,7 +137,7 @@ fn default_tier() -> u32 {
 }
 
 /// Sveltos' syncModes.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 pub enum SyncMode {
     /// Applied once per cluster, then held.
     OneTime,
@@ -151,7 +151,7 @@ pub enum SyncMode {
 }
 
 /// Sveltos' stopMatchingBehavior.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 pub enum StopMatchingBehavior {
     /// Delete what the profile deployed.
     #[default]

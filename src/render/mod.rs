@@ -102,40 +102,6 @@ pub fn cluster_context(
     document
 }
 
-/// Profiles that target a cluster with these labels, dependencies before dependents (then by
-/// name), which is the order they are applied in.
-pub fn matching_profiles<'a>(
-    repo: &'a ConfigRepo,
-    cluster: &str,
-    labels: &BTreeMap<String, String>,
-) -> Vec<&'a Profile> {
-    let matching: BTreeMap<&str, &Profile> = repo
-        .profiles
-        .values()
-        .filter(|p| p.matches(cluster, labels))
-        .map(|p| (p.name.as_str(), p))
-        .collect();
-    let mut ordered: Vec<&Profile> = Vec::new();
-    let mut placed = std::collections::BTreeSet::new();
-    // Validation rejects cycles, so each round places at least one profile; the bound guards
-    // against looping anyway.
-    for _ in 0..=matching.len() {
-        for (name, profile) in &matching {
-            if placed.contains(name) {
-                continue;
-            }
-            let ready = profile.spec.depends_on.iter().all(|d| {
-                !matching.contains_key(d.value.as_str()) || placed.contains(d.value.as_str())
-            });
-            if ready {
-                placed.insert(*name);
-                ordered.push(profile);
-            }
-        }
-    }
-    ordered
-}
-
 /// Renders one profile for one cluster. `variables` are the top-level template variables
 /// (`cluster` and any templateResourceRefs identifiers that were read); a non-optional
 /// templateResourceRef missing from them makes the profile pending.
@@ -436,32 +402,6 @@ mod tests {
             cluster_context(cluster, &cluster.labels, None),
         );
         vars
-    }
-
-    #[test]
-    fn matching_and_order() {
-        let text = [
-            profile(
-                "a-dependent",
-                "  clusterSelector: env=prod\n  dependsOn: [z-base]\n",
-            ),
-            profile("b-other-env", "  clusterSelector: env=dev\n"),
-            profile("c-by-ref", "  clusterRefs: [c1]\n"),
-            profile("d-no-selector", "  tier: 1\n"),
-            profile("e-everything", "  clusterSelector: {}\n"),
-            profile("z-base", "  clusterSelector: \"env in (prod)\"\n"),
-        ]
-        .concat();
-        let repo = repo(&[("profiles/p.yaml", &text)]);
-        let labels = repo.clusters["c1"].labels.clone();
-        let names: Vec<&str> = matching_profiles(&repo, "c1", &labels)
-            .iter()
-            .map(|p| p.name.as_str())
-            .collect();
-        assert_eq!(
-            names,
-            vec!["c-by-ref", "e-everything", "z-base", "a-dependent"]
-        );
     }
 
     #[test]
