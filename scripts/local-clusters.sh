@@ -188,11 +188,30 @@ EXT
     -out "$p/serving.crt" -days 3650 -extfile "$p/serving.ext" 2>/dev/null
   openssl ecparam -name prime256v1 -genkey -noout -out "$p/sa.key" 2>/dev/null
   openssl ec -in "$p/sa.key" -pubout -out "$p/sa.pub" 2>/dev/null
-  local token
+  # The admin token (kubeconfig) and the launcher's own probe token: distinct users, so that the
+  # audit log tells the kubeconfig users' requests from the launcher's.
+  local token probe
   token=$(openssl rand -hex 24)
+  probe=$(openssl rand -hex 24)
   printf '%s\n' "$token" > "$p/token"
-  printf '%s,flotilla-admin,flotilla-admin,"system:masters"\n' "$token" > "$p/tokens.csv"
-  chmod 600 "$p"/*.key "$p/token" "$p/tokens.csv"
+  printf '%s\n' "$probe" > "$p/probe-token"
+  {
+    printf '%s,flotilla-admin,flotilla-admin,"system:masters"\n' "$token"
+    printf '%s,flotilla-launcher,flotilla-launcher,"system:masters"\n' "$probe"
+  } > "$p/tokens.csv"
+  chmod 600 "$p"/*.key "$p/token" "$p/probe-token" "$p/tokens.csv"
+}
+
+# write_audit_policy — one policy for every apiserver: Metadata for everything, and only the
+# ResponseComplete stage (one event per request, with the response code and both timestamps).
+write_audit_policy() {
+  cat > "$PKI/audit-policy.yaml" <<'POLICY'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+- level: Metadata
+POLICY
 }
 
 # start_etcd CLIENT_PORT PEER_PORT — one etcd for every cluster; sets ETCD_URL, ETCD_PID.
@@ -208,6 +227,7 @@ start_etcd() {
   ETCD_PID=$!
   echo "$ETCD_PID" > "$RUN/etcd.pid"
   ETCD_URL="http://127.0.0.1:$client"
+  echo "$ETCD_URL" > "$RUN/etcd.url"
 }
 
 # wait_etcd — until etcd is healthy; restarts it on fresh ports if its ports were taken.
@@ -235,12 +255,14 @@ $(tail -n 30 "$LOGS/etcd.log")"
 }
 
 # start_apiserver INDEX [PORT] — (re)starts cluster INDEX's apiserver on PORT, or a fresh port.
+# Its log is DIR/logs/NAME.log, emptied unless APISERVER_LOG_APPEND=1; the audit log is appended.
 start_apiserver() {
   local i=$1 name=${NAMES[$1]} version=${VERSIONS[$1]} port=${2:-} p="$PKI/${NAMES[$1]}"
   local extra=()
   read -r -a extra <<<"$APISERVER_EXTRA"
   [ -n "$port" ] || port=$(free_ports 1)
   PORTS[i]=$port
+  [ "${APISERVER_LOG_APPEND:-0}" = 1 ] || : > "$LOGS/$name.log"
   "$BIN/kube-apiserver-$version" \
     --etcd-servers="$ETCD_URL" --etcd-prefix="/$name" \
     --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$port" \
@@ -251,8 +273,10 @@ start_apiserver() {
     --service-account-key-file="$p/sa.pub" --service-account-signing-key-file="$p/sa.key" \
     --service-cluster-ip-range="$SERVICE_CIDR" \
     --disable-admission-plugins=ServiceAccount \
+    --audit-policy-file="$PKI/audit-policy.yaml" --audit-log-path="$LOGS/$name.audit.log" \
+    --audit-log-mode=blocking --audit-log-maxsize=1000000 --audit-log-maxbackup=0 \
     "${extra[@]}" \
-    </dev/null >"$LOGS/$name.log" 2>&1 &
+    </dev/null >>"$LOGS/$name.log" 2>&1 &
   PIDS[i]=$!
   echo "${PIDS[i]}" > "$RUN/$name.pid"
 }
@@ -286,15 +310,53 @@ KC
   mv "$out.tmp" "$out"
 }
 
-# probe INDEX — 0 when the apiserver is ready and the default namespace exists.
+# probe INDEX — 0 when the apiserver is ready and the default namespace exists. Authenticates as
+# flotilla-launcher, not as the kubeconfig's flotilla-admin (see the audit note above).
 probe() {
   local i=$1 p="$PKI/${NAMES[$1]}" base="https://127.0.0.1:${PORTS[$1]}" token
-  token=$(<"$p/token")
+  token=$(<"$p/probe-token")
   [ "$(curl -sS --max-time 2 --cacert "$p/ca.crt" -H "Authorization: Bearer $token" \
     "$base/readyz" 2>/dev/null)" = ok ] || return 1
   # readyz can answer before the bootstrap controller created the namespace "default".
   curl -fsS -o /dev/null --max-time 2 --cacert "$p/ca.crt" -H "Authorization: Bearer $token" \
     "$base/api/v1/namespaces/default" 2>/dev/null
+}
+
+# wait_apiservers RETRIES — until every apiserver in NAMES is ready (TIMEOUT). One that exited
+# because its port was taken is restarted on a fresh port, at most RETRIES times.
+wait_apiservers() {
+  local max_retries=$1 i
+  local deadline=$((SECONDS + TIMEOUT)) pending=("${!NAMES[@]}") still retries=()
+  for i in "${!NAMES[@]}"; do retries[i]=0; done
+  while [ ${#pending[@]} -gt 0 ]; do
+    still=()
+    for i in "${pending[@]}"; do
+      if probe "$i"; then
+        continue
+      fi
+      if ! alive "${PIDS[i]}" "$DIR"; then
+        if [ "${retries[i]}" -lt "$max_retries" ] \
+          && grep -q 'address already in use' "$LOGS/${NAMES[i]}.log"; then
+          retries[i]=$((retries[i] + 1))
+          log "${NAMES[i]}: port ${PORTS[i]} taken, retrying"
+          start_apiserver "$i"
+          still+=("$i")
+          continue
+        fi
+        die "kube-apiserver of ${NAMES[i]} (${VERSIONS[i]}) exited; tail of $LOGS/${NAMES[i]}.log:
+$(tail -n 30 "$LOGS/${NAMES[i]}.log")"
+      fi
+      still+=("$i")
+    done
+    pending=("${still[@]+"${still[@]}"}")
+    [ ${#pending[@]} -eq 0 ] && break
+    if [ $SECONDS -ge $deadline ]; then
+      i=${pending[0]}
+      die "kube-apiserver of ${NAMES[i]} (${VERSIONS[i]}, https://127.0.0.1:${PORTS[i]}) not ready after ${TIMEOUT}s; tail of $LOGS/${NAMES[i]}.log:
+$(tail -n 30 "$LOGS/${NAMES[i]}.log")"
+    fi
+    sleep 0.1
+  done
 }
 
 # up_exit — EXIT trap of a failing `up`: stop whatever was started.
@@ -385,6 +447,9 @@ cmd_up() {
     cmd_down "$DIR"
   fi
   mkdir -p "$RUN" "$PKI" "$LOGS"
+  write_audit_policy
+  # `start` reads the flags of `up` (unless FLOTILLA_APISERVER_FLAGS is set then).
+  printf '%s\n' "$APISERVER_EXTRA" > "$RUN/apiserver-flags"
 
   # From here on, a failure stops whatever was started.
   ETCD_PID=""
@@ -423,47 +488,94 @@ cmd_up() {
   wait_etcd
 
   PORTS=()
-  for ((i = 0; i < count; i++)); do start_apiserver "$i" "${ports[i + 2]}"; done
-
-  local deadline=$((SECONDS + TIMEOUT)) pending=("${!NAMES[@]}") still retries=()
-  for ((i = 0; i < count; i++)); do retries[i]=0; done
-  while [ ${#pending[@]} -gt 0 ]; do
-    still=()
-    for i in "${pending[@]}"; do
-      if probe "$i"; then
-        continue
-      fi
-      if ! alive "${PIDS[i]}" "$DIR"; then
-        if grep -q 'address already in use' "$LOGS/${NAMES[i]}.log" && [ "${retries[i]}" -lt 2 ]; then
-          retries[i]=$((retries[i] + 1))
-          log "${NAMES[i]}: port ${PORTS[i]} taken, retrying"
-          start_apiserver "$i"
-          still+=("$i")
-          continue
-        fi
-        die "kube-apiserver of ${NAMES[i]} (${VERSIONS[i]}) exited; tail of $LOGS/${NAMES[i]}.log:
-$(tail -n 30 "$LOGS/${NAMES[i]}.log")"
-      fi
-      still+=("$i")
-    done
-    pending=("${still[@]+"${still[@]}"}")
-    [ ${#pending[@]} -eq 0 ] && break
-    if [ $SECONDS -ge $deadline ]; then
-      i=${pending[0]}
-      die "kube-apiserver of ${NAMES[i]} (${VERSIONS[i]}, https://127.0.0.1:${PORTS[i]}) not ready after ${TIMEOUT}s; tail of $LOGS/${NAMES[i]}.log:
-$(tail -n 30 "$LOGS/${NAMES[i]}.log")"
-    fi
-    sleep 0.1
+  for ((i = 0; i < count; i++)); do
+    : > "$LOGS/${NAMES[i]}.audit.log"
+    start_apiserver "$i" "${ports[i + 2]}"
   done
+
+  wait_apiservers 2
 
   : > "$DIR/clusters.tmp"
   for ((i = 0; i < count; i++)); do
     write_kubeconfig "$i"
+    printf '%s %s\n' "${PORTS[i]}" "${VERSIONS[i]}" > "$RUN/${NAMES[i]}.state"
     printf '%s %s %s\n' "${NAMES[i]}" "${VERSIONS[i]}" "$DIR/${NAMES[i]}.kubeconfig" >> "$DIR/clusters.tmp"
   done
   mv "$DIR/clusters.tmp" "$DIR/clusters"
   trap - EXIT INT TERM
   cat "$DIR/clusters"
+}
+
+# ------------------------------------------------------------------------------ stop / start
+
+# cluster_state DIR NAME — sets DIR RUN PKI LOGS, NAMES VERSIONS PORTS (one cluster, index 0)
+# from what `up` recorded.
+cluster_state() {
+  DIR=$1
+  local name=$2 port version
+  RUN="$DIR/run"
+  PKI="$DIR/pki"
+  LOGS="$DIR/logs"
+  if [ ! -s "$RUN/$name.state" ]; then
+    [ -s "$DIR/clusters" ] || die "$DIR is not up"
+    die "no cluster '$name' in $DIR (have: $(cut -d' ' -f1 "$DIR/clusters" | paste -sd' '))"
+  fi
+  read -r port version < "$RUN/$name.state"
+  NAMES=("$name")
+  VERSIONS=("$version")
+  PORTS=("$port")
+  PIDS=()
+}
+
+# running_pid NAME — the pid of NAME's apiserver when it runs.
+running_pid() {
+  local pid
+  [ -s "$RUN/$1.pid" ] || return 1
+  pid=$(<"$RUN/$1.pid")
+  [[ $pid =~ ^[0-9]+$ ]] && alive "$pid" "$DIR" && printf '%s\n' "$pid"
+}
+
+cmd_stop() {
+  local name=$2 pid
+  cluster_state "$1" "$name"
+  if pid=$(running_pid "$name"); then
+    stop "$DIR" "$pid"
+    alive "$pid" "$DIR" && die "kube-apiserver of $name (pid $pid) did not stop"
+    log "$name stopped"
+  else
+    log "$name is not running"
+  fi
+  rm -f "$RUN/$name.pid"
+}
+
+# start_exit — EXIT trap of a failing `start`: stop the apiserver it started.
+start_exit() {
+  local rc=$?
+  if [ $rc -ne 0 ]; then
+    stop "$DIR" "${PIDS[@]+"${PIDS[@]}"}"
+    rm -f "$RUN/${NAMES[0]}.pid"
+  fi
+}
+
+cmd_start() {
+  local name=$2 pid
+  cluster_state "$1" "$name"
+  if running_pid "$name" >/dev/null; then
+    log "$name is already running"
+    return 0
+  fi
+  pid=$(cat "$RUN/etcd.pid" 2>/dev/null) || die "$DIR has no etcd; run: $0 up --dir $DIR"
+  alive "$pid" "$DIR" || die "etcd of $DIR is not running; run: $0 down --dir $DIR, then up"
+  ETCD_URL=$(<"$RUN/etcd.url")
+  APISERVER_EXTRA=${FLOTILLA_APISERVER_FLAGS-$(<"$RUN/apiserver-flags")}
+  trap start_exit EXIT
+  trap 'exit 130' INT TERM
+  printf '\n==== local-clusters.sh start, %s ====\n' "$(date -u +%FT%TZ)" >> "$LOGS/$name.log"
+  APISERVER_LOG_APPEND=1 start_apiserver 0 "${PORTS[0]}"
+  # Same port or nothing: the kubeconfig names it.
+  wait_apiservers 0
+  trap - EXIT INT TERM
+  log "$name started on https://127.0.0.1:${PORTS[0]}"
 }
 
 # -------------------------------------------------------------------------------------- main
@@ -490,6 +602,24 @@ main() {
       [ -n "$dir" ] || die "down: --dir is required"
       cmd_down "$(abs_dir "$dir")"
       ;;
+    stop | start)
+      local dir="" name=""
+      TIMEOUT=120
+      while [ $# -gt 0 ]; do
+        case $1 in
+          --dir) dir=${2:-}; shift 2 ;;
+          --name) name=${2:-}; shift 2 ;;
+          --timeout) TIMEOUT=${2:-}; shift 2 ;;
+          -h | --help) usage ;;
+          *) die "$cmd: unknown argument '$1' (see --help)" ;;
+        esac
+      done
+      [ -n "$dir" ] || die "$cmd: --dir is required"
+      [ -n "$name" ] || die "$cmd: --name is required"
+      [[ $name =~ ^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$ ]] || die "$cmd: '$name' is not a cluster name"
+      [[ $TIMEOUT =~ ^[1-9][0-9]*$ ]] || die "$cmd: --timeout must be a positive integer"
+      "cmd_$cmd" "$(abs_dir "$dir")" "$name"
+      ;;
     _watch)
       local dir="" owner="" instance=""
       while [ $# -gt 0 ]; do
@@ -503,7 +633,7 @@ main() {
       cmd_watch "$dir" "$owner" "$instance"
       ;;
     -h | --help | help) usage ;;
-    *) die "unknown command '$cmd' (up|down)" ;;
+    *) die "unknown command '$cmd' (up|stop|start|down)" ;;
   esac
 }
 

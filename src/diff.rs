@@ -120,15 +120,19 @@ pub fn object_diff(live: Option<&Value>, desired: Option<&Value>) -> Option<Stri
     Some(text)
 }
 
-/// Stable identity `<group>/<version>/<kind>/<namespace>/<name>` (group empty for the core
-/// API, namespace empty when cluster-scoped), used as a map key and in notes so one object is
-/// named the same way everywhere.
+/// Stable identity `<kind>[.<group>]/<namespace>/<name>` (namespace empty when
+/// cluster-scoped), e.g. `Deployment.apps/apps/web`, `ConfigMap/apps/cfg`, `Namespace//apps`.
+/// Without the version on purpose: the same object served at another version must keep its
+/// identity, or moving it to a newer apiVersion would prune what was just applied.
 pub fn object_key(object: &Value) -> String {
     let api_version = str_at(object, &["apiVersion"]);
-    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let kind = str_at(object, &["kind"]);
+    let kind = match api_version.rsplit_once('/') {
+        Some((group, _)) => format!("{kind}.{group}"),
+        None => kind.to_string(),
+    };
     format!(
-        "{group}/{version}/{}/{}/{}",
-        str_at(object, &["kind"]),
+        "{kind}/{}/{}",
         str_at(object, &["metadata", "namespace"]),
         str_at(object, &["metadata", "name"]),
     )
@@ -467,23 +471,26 @@ mod tests {
         let cases = [
             (
                 json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "apps"}}),
-                "/v1/ConfigMap/apps/c",
+                "ConfigMap/apps/c",
             ),
             (
                 json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "namespace": "apps"}}),
-                "apps/v1/Deployment/apps/d",
+                "Deployment.apps/apps/d",
             ),
             (
                 json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "apps"}}),
-                "/v1/Namespace//apps",
+                "Namespace//apps",
             ),
             (
                 json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "r"}}),
-                "rbac.authorization.k8s.io/v1/ClusterRole//r",
+                "ClusterRole.rbac.authorization.k8s.io//r",
             ),
         ];
         for (object, expected) in cases {
             assert_eq!(object_key(&object), expected);
         }
+        let v1 = json!({"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "h", "namespace": "a"}});
+        let v2 = json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "h", "namespace": "a"}});
+        assert_eq!(object_key(&v1), object_key(&v2), "the version is not part of the identity");
     }
 }

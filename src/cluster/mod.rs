@@ -2,6 +2,10 @@
 //! reference, and the live facts (`/version`) that templates and classifiers read. Thin: the
 //! decisions live in the pure modules.
 
+pub mod apply;
+pub mod discovery;
+pub mod inventory;
+
 use std::path::{Path, PathBuf};
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -39,7 +43,7 @@ pub enum ClusterError {
         /// kube's error.
         source: kube::Error,
     },
-    /// The API server did not answer.
+    /// The API server did not answer, or refused a request.
     #[error("cluster {cluster}: {source}")]
     Api {
         /// Cluster name.
@@ -47,6 +51,47 @@ pub enum ClusterError {
         /// kube's error.
         source: kube::Error,
     },
+    /// No API serves a kind (yet).
+    #[error("cluster {cluster}: kind {kind} is not served: {source}")]
+    UnknownKind {
+        /// Cluster name.
+        cluster: String,
+        /// `apiVersion kind`.
+        kind: String,
+        /// kube's error.
+        source: kube::Error,
+    },
+    /// An inventory ConfigMap could not be read or written.
+    #[error("cluster {cluster}: inventory {name}: {message}")]
+    Inventory {
+        /// Cluster name.
+        cluster: String,
+        /// ConfigMap name.
+        name: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// A cluster flotilla writes to: its client and its discovery cache, kept across passes.
+pub struct Target {
+    /// Cluster name (as in the inventory; for messages).
+    pub name: String,
+    /// Client authenticated with the cluster's kubeconfig.
+    pub client: kube::Client,
+    /// Kinds resolved so far.
+    pub discovery: discovery::Discovery,
+}
+
+impl Target {
+    /// Wraps a client.
+    pub fn new(name: impl Into<String>, client: kube::Client) -> Self {
+        Target {
+            name: name.into(),
+            client,
+            discovery: discovery::Discovery::default(),
+        }
+    }
 }
 
 /// The kubeconfig file of a cluster: `spec.kubeconfig.file` or `<name>.kubeconfig`, under

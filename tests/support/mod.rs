@@ -136,6 +136,7 @@ impl ControlPlanesBuilder {
         ControlPlanes {
             dir: Some(dir),
             clusters,
+            timeout_secs: self.timeout_secs,
         }
     }
 }
@@ -146,6 +147,7 @@ impl ControlPlanesBuilder {
 pub struct ControlPlanes {
     dir: Option<tempfile::TempDir>,
     clusters: Vec<Cluster>,
+    timeout_secs: Option<u32>,
 }
 
 impl ControlPlanes {
@@ -216,6 +218,68 @@ impl ControlPlanes {
         pids
     }
 
+    /// Stops cluster `name`'s apiserver; etcd and the other clusters keep running. Nothing happens
+    /// when it is already stopped.
+    pub fn stop_cluster(&self, name: &str) {
+        self.cluster(name);
+        self.launcher(&["stop", "--name", name]);
+    }
+
+    /// Starts cluster `name`'s apiserver again, on the same port with the same certificates (the
+    /// kubeconfig stays valid), and blocks until it is ready. Nothing happens when it runs.
+    pub fn start_cluster(&self, name: &str) {
+        self.cluster(name);
+        let timeout = self.timeout_secs.map(|secs| secs.to_string());
+        let mut args = vec!["start", "--name", name];
+        if let Some(timeout) = &timeout {
+            args.extend(["--timeout", timeout.as_str()]);
+        }
+        self.launcher(&args);
+    }
+
+    /// Runs `local-clusters.sh ARGS --dir DIR`; panics with its stderr when it fails.
+    fn launcher(&self, args: &[&str]) {
+        let out = Command::new(launcher_script())
+            .args(args)
+            .arg("--dir")
+            .arg(self.dir())
+            .output()
+            .unwrap_or_else(|e| panic!("run {}: {e}", launcher_script().display()));
+        assert!(
+            out.status.success(),
+            "local-clusters.sh {} failed ({}):\n{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Cluster `name`'s audit log: JSON lines, one `ResponseComplete` event per request (level
+    /// Metadata). Written before the response is sent, so a request that returned is in it.
+    /// Kept across [`stop_cluster`](Self::stop_cluster) / [`start_cluster`](Self::start_cluster).
+    pub fn audit_log(&self, name: &str) -> PathBuf {
+        self.cluster(name);
+        self.dir().join("logs").join(format!("{name}.audit.log"))
+    }
+
+    /// Every completed request the kubeconfig's user ([`ADMIN_USER`]) made to cluster `name`, in
+    /// log order (reads too; not the launcher's own probes, nor the apiserver's internal ones).
+    pub fn requests(&self, name: &str) -> Vec<AuditEvent> {
+        read_audit_log(&self.audit_log(name))
+            .into_iter()
+            .filter(|e| e.user == ADMIN_USER)
+            .collect()
+    }
+
+    /// The write requests (create, update, patch, delete, deletecollection) among
+    /// [`requests`](Self::requests), without dry runs: what changed, or tried to change, state.
+    pub fn write_requests(&self, name: &str) -> Vec<AuditEvent> {
+        self.requests(name)
+            .into_iter()
+            .filter(|e| e.is_write() && !e.is_dry_run())
+            .collect()
+    }
+
     /// Stops every process and removes the directory; what `Drop` does, with errors reported.
     pub fn stop(mut self) {
         self.down();
@@ -256,4 +320,185 @@ pub fn process_running(pid: u32) -> bool {
             .is_some_and(|state| state != "Z" && state != "X"),
         Err(_) => false,
     }
+}
+
+/// The user of every kubeconfig the launcher writes (its static admin token).
+pub const ADMIN_USER: &str = "flotilla-admin";
+
+/// The audit verbs that change state.
+pub const WRITE_VERBS: &[&str] = &["create", "update", "patch", "delete", "deletecollection"];
+
+/// One completed request from an apiserver's audit log (see [`ControlPlanes::audit_log`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    /// `get`, `list`, `watch`, `create`, `update`, `patch` (also server-side apply), `delete`,
+    /// `deletecollection`; for non-resource URLs the HTTP method in lower case.
+    pub verb: String,
+    /// Path and query, e.g. `/api/v1/namespaces/default/configmaps/x?fieldManager=flotilla`.
+    pub uri: String,
+    /// `objectRef.resource` (plural, e.g. `configmaps`); `None` for non-resource URLs.
+    pub resource: Option<String>,
+    pub subresource: Option<String>,
+    pub namespace: Option<String>,
+    /// `None` for collections (list, create by POST without a name in the path, ...).
+    pub name: Option<String>,
+    /// `requestReceivedTimestamp`, RFC 3339 with microseconds.
+    pub received: String,
+    /// `stageTimestamp` of the ResponseComplete stage.
+    pub completed: String,
+    /// `responseStatus.code`.
+    pub code: Option<u16>,
+    pub user: String,
+    pub user_agent: Option<String>,
+    pub audit_id: String,
+}
+
+impl AuditEvent {
+    pub fn is_write(&self) -> bool {
+        WRITE_VERBS.contains(&self.verb.as_str())
+    }
+
+    /// A `dryRun` query parameter (kube sends `dryRun=All`): the apiserver changed nothing.
+    pub fn is_dry_run(&self) -> bool {
+        self.query_param("dryRun").is_some_and(|v| !v.is_empty())
+    }
+
+    /// The first value of query parameter `key` in [`uri`](Self::uri), undecoded.
+    pub fn query_param(&self, key: &str) -> Option<&str> {
+        let (_, query) = self.uri.split_once('?')?;
+        query.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (k == key).then_some(v)
+        })
+    }
+
+    /// [`received`](Self::received) in microseconds since the Unix epoch.
+    pub fn received_micros(&self) -> u64 {
+        rfc3339_micros(&self.received)
+            .unwrap_or_else(|| panic!("bad requestReceivedTimestamp {:?}", self.received))
+    }
+
+    /// [`completed`](Self::completed) in microseconds since the Unix epoch.
+    pub fn completed_micros(&self) -> u64 {
+        rfc3339_micros(&self.completed)
+            .unwrap_or_else(|| panic!("bad stageTimestamp {:?}", self.completed))
+    }
+}
+
+/// The ResponseComplete events of an audit log, in order. A last line without its newline (being
+/// written right now) is skipped; any other malformed line panics.
+pub fn read_audit_log(path: &Path) -> Vec<AuditEvent> {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("read audit log {}: {e}", path.display()));
+    let complete = match text.rfind('\n') {
+        Some(end) => &text[..end],
+        None => "",
+    };
+    complete
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .filter_map(|line| {
+            let value: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| {
+                panic!("{}: bad audit line {line:?}: {e}", path.display())
+            });
+            parse_audit_event(&value)
+        })
+        .collect()
+}
+
+/// One audit event (`audit.k8s.io/v1` `Event`) if its stage is ResponseComplete.
+pub fn parse_audit_event(value: &serde_json::Value) -> Option<AuditEvent> {
+    if value["stage"] != "ResponseComplete" {
+        return None;
+    }
+    let text = |v: &serde_json::Value| v.as_str().map(str::to_string);
+    let object = &value["objectRef"];
+    Some(AuditEvent {
+        verb: text(&value["verb"]).unwrap_or_default(),
+        uri: text(&value["requestURI"]).unwrap_or_default(),
+        resource: text(&object["resource"]),
+        subresource: text(&object["subresource"]),
+        namespace: text(&object["namespace"]),
+        name: text(&object["name"]),
+        received: text(&value["requestReceivedTimestamp"]).unwrap_or_default(),
+        completed: text(&value["stageTimestamp"]).unwrap_or_default(),
+        code: value["responseStatus"]["code"]
+            .as_u64()
+            .and_then(|c| u16::try_from(c).ok()),
+        user: text(&value["user"]["username"]).unwrap_or_default(),
+        user_agent: text(&value["userAgent"]),
+        audit_id: text(&value["auditID"]).unwrap_or_default(),
+    })
+}
+
+/// Microseconds since the Unix epoch of an RFC 3339 time as the apiserver writes it
+/// (`2026-11-27T10:00:00.123456Z`); also any number of fraction digits (beyond 6 truncated) and
+/// a `+hh:mm` / `-hh:mm` offset. `None` when malformed or before 1970.
+pub fn rfc3339_micros(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    let digits = |range: std::ops::Range<usize>| -> Option<i64> {
+        let part = b.get(range)?;
+        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        std::str::from_utf8(part).ok()?.parse().ok()
+    };
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (year, month, day) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
+    let (hour, minute, second) = (digits(11..13)?, digits(14..16)?, digits(17..19)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
+        return None;
+    }
+    if second > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut micros = 0i64;
+    if b[i] == b'.' {
+        let start = i + 1;
+        i = start;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i == start {
+            return None;
+        }
+        for k in 0..6 {
+            let d = if start + k < i { i64::from(b[start + k] - b'0') } else { 0 };
+            micros = micros * 10 + d;
+        }
+    }
+    let offset_secs = match b.get(i..)? {
+        b"Z" | b"z" => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let hh = std::str::from_utf8(&[*h1, *h2]).ok()?.parse::<i64>().ok()?;
+            let mm = std::str::from_utf8(&[*m1, *m2]).ok()?.parse::<i64>().ok()?;
+            let secs = hh * 3600 + mm * 60;
+            if *sign == b'+' { secs } else { -secs }
+        }
+        _ => return None,
+    };
+    // Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_secs;
+    u64::try_from(secs * 1_000_000 + micros).ok()
+}
+
+/// Now, in microseconds since the Unix epoch (to compare with [`AuditEvent`] times).
+pub fn now_micros() -> u64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock before 1970");
+    u64::try_from(since.as_micros()).expect("time fits u64")
 }

@@ -1,0 +1,631 @@
+//! Server-side apply of one profile's objects to one cluster (DESIGN §3): Namespaces and CRDs
+//! first, custom resources once their CRD is Established, no write for an object whose rendered
+//! hash equals the inventory's, the inventory written before new objects are created (so a crash
+//! cannot orphan them) and after, prune of what left the render, and withdraw.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PropagationPolicy};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+
+use super::discovery::Served;
+use super::inventory::{self, Destination, Entry, FIELD_MANAGER, Inventory};
+use super::{ClusterError, Target};
+use crate::diff::{object_diff, object_key};
+use crate::plan::Deployed;
+use crate::render::{MANAGED_BY_LABEL, PROFILE_ANNOTATION};
+
+/// Objects written at once within one ordering phase.
+const APPLY_CONCURRENCY: usize = 8;
+/// How long a custom resource waits for its CRD to be Established and served.
+const CRD_WAIT: Duration = Duration::from_secs(30);
+
+/// What happened to one object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Did not exist; now does (or would, in DryRun).
+    Created,
+    /// Existed and changed (or would).
+    Updated,
+    /// Nothing to write.
+    Unchanged,
+    /// Deleted because it left the render or the profile was withdrawn (or would be).
+    Pruned,
+    /// LeavePolicies: kept, flotilla's label and annotation removed.
+    Released,
+    /// Left alone: another profile owns it now, or it was already gone.
+    Skipped,
+    /// Its write failed (see the profile's errors).
+    Failed,
+}
+
+/// One object's outcome, with its diff (Secret values redacted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectChange {
+    /// `diff::object_key`.
+    pub key: String,
+    /// What happened.
+    pub action: Action,
+    /// Unified diff live → result; `None` when nothing changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+    /// Why it was skipped, when it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// What applying (or withdrawing) one profile at one destination did.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// Per object, in apply order.
+    pub changes: Vec<ObjectChange>,
+    /// Errors; the pair is left as it was as far as possible (no prune after an error).
+    pub errors: Vec<String>,
+    /// Object hashes after the pass (for the state note).
+    pub hashes: BTreeMap<String, String>,
+    /// Whether any write request was made.
+    pub wrote: bool,
+}
+
+/// One profile's objects for one destination of one managed cluster.
+pub struct ApplyRequest<'a> {
+    /// Where the objects go (the managed cluster, or the management cluster for Local).
+    pub target: &'a Target,
+    /// The managed cluster they are for.
+    pub cluster: &'a str,
+    /// Remote or Local.
+    pub destination: Destination,
+    /// Profile name.
+    pub profile: &'a str,
+    /// Commit, syncMode and stopMatchingBehavior recorded in the inventory.
+    pub deployed: Deployed,
+    /// Rendered, stamped objects.
+    pub objects: Vec<Value>,
+    /// The inventory as read at the start of the pass.
+    pub previous: Option<&'a Inventory>,
+    /// DryRun: compute the diff with a server-side dry-run, write nothing.
+    pub dry_run: bool,
+}
+
+/// An object ready to send: namespace defaulted, key and hash computed.
+struct Prepared {
+    key: String,
+    hash: String,
+    object: Value,
+    phase: u8,
+}
+
+/// Stable short hash of a rendered object (what the inventory compares).
+pub fn object_hash(object: &Value) -> String {
+    let bytes = serde_json::to_vec(object).unwrap_or_default();
+    let digest = Sha256::digest(&bytes);
+    digest.iter().take(12).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Applies (or dry-runs) one profile's objects at one destination.
+pub async fn apply(request: ApplyRequest<'_>) -> Outcome {
+    let mut out = Outcome::default();
+    let target = request.target;
+    let prepared = match prepare(target, &request.objects).await {
+        Ok(p) => p,
+        Err(e) => {
+            out.errors.push(e);
+            return out;
+        }
+    };
+    let empty = BTreeMap::new();
+    let previous = request.previous.map_or(&empty, |inv| &inv.objects);
+    let new_keys: BTreeSet<&str> = prepared.iter().map(|p| p.key.as_str()).collect();
+    let removed: Vec<&String> = inventory::removed_keys(previous, &new_keys);
+    let changed: Vec<&Prepared> = prepared
+        .iter()
+        .filter(|p| previous.get(&p.key).is_none_or(|e| e.hash != p.hash) || request.dry_run)
+        .collect();
+    let metadata_changed = request.previous.is_none_or(|inv| {
+        inv.deployed.sync_mode != request.deployed.sync_mode
+            || inv.deployed.stop_matching != request.deployed.stop_matching
+    });
+
+    for p in &prepared {
+        out.hashes.insert(p.key.clone(), p.hash.clone());
+    }
+    if changed.is_empty() && removed.is_empty() && !metadata_changed {
+        out.changes = prepared
+            .iter()
+            .map(|p| unchanged(&p.key))
+            .collect();
+        return out;
+    }
+
+    // Record new keys before creating them, so a crash right after cannot orphan them.
+    let mut entries: BTreeMap<String, Entry> = previous.clone();
+    let adds_keys = prepared.iter().any(|p| !previous.contains_key(&p.key));
+    if !request.dry_run && adds_keys {
+        for p in &prepared {
+            entries
+                .entry(p.key.clone())
+                .or_insert_with(|| entry(&p.object, String::new()));
+        }
+        let intent = inventory_of(&request, entries.clone());
+        out.wrote = true;
+        if let Err(e) = inventory::write(&target.client, &target.name, &intent).await {
+            out.errors.push(e.to_string());
+            return out;
+        }
+    }
+
+    // Apply, phase by phase.
+    let mut results: BTreeMap<String, ObjectChange> = BTreeMap::new();
+    for phase in 0..=1u8 {
+        let batch: Vec<&Prepared> = changed.iter().copied().filter(|p| p.phase == phase).collect();
+        let done: Vec<(String, Result<ObjectChange, String>)> =
+            futures::stream::iter(batch.into_iter().map(|p| async {
+                (
+                    p.key.clone(),
+                    write_one(target, p, &prepared, request.dry_run).await,
+                )
+            }))
+            .buffer_unordered(APPLY_CONCURRENCY)
+            .collect()
+            .await;
+        for (key, result) in done {
+            match result {
+                Ok(change) => {
+                    if !request.dry_run {
+                        out.wrote = true;
+                    }
+                    results.insert(key, change);
+                }
+                Err(message) => {
+                    out.wrote |= !request.dry_run;
+                    out.errors.push(message);
+                    results.insert(
+                        key.clone(),
+                        ObjectChange {
+                            key,
+                            action: Action::Failed,
+                            diff: None,
+                            detail: None,
+                        },
+                    );
+                }
+            }
+        }
+        if !out.errors.is_empty() {
+            break;
+        }
+    }
+    for p in &prepared {
+        let change = results.remove(&p.key).unwrap_or_else(|| {
+            if out.errors.is_empty() || previous.get(&p.key).is_some_and(|e| e.hash == p.hash) {
+                unchanged(&p.key)
+            } else {
+                ObjectChange {
+                    key: p.key.clone(),
+                    action: Action::Skipped,
+                    diff: None,
+                    detail: Some("not applied: an earlier write of this profile failed".into()),
+                }
+            }
+        });
+        out.changes.push(change);
+    }
+
+    // Prune (or report what would be pruned) only when everything applied.
+    let mut kept_removed: Vec<&String> = Vec::new();
+    if out.errors.is_empty() {
+        let mut order: Vec<&String> = removed.clone();
+        order.sort_by_key(|k| std::cmp::Reverse(phase_of_entry(&previous[*k])));
+        for key in order {
+            let entry = &previous[key];
+            match remove_one(target, request.profile, key, entry, false, request.dry_run).await {
+                Ok(change) => {
+                    out.wrote |= !request.dry_run && change.action == Action::Pruned;
+                    out.changes.push(change);
+                }
+                Err(message) => {
+                    out.errors.push(message);
+                    kept_removed.push(key);
+                }
+            }
+        }
+    } else {
+        kept_removed = removed.clone();
+    }
+
+    if request.dry_run {
+        return out;
+    }
+    // The final inventory: what is applied now, failed writes with an empty hash (retried next
+    // pass), and what could not be pruned yet.
+    let mut entries = BTreeMap::new();
+    for p in &prepared {
+        let ok = !matches!(
+            out.changes.iter().find(|c| c.key == p.key).map(|c| c.action),
+            Some(Action::Failed) | Some(Action::Skipped)
+        );
+        let hash = if ok { p.hash.clone() } else { String::new() };
+        entries.insert(p.key.clone(), entry(&p.object, hash));
+    }
+    for key in kept_removed {
+        entries.insert(key.clone(), previous[key].clone());
+    }
+    let finished = inventory_of(&request, entries);
+    if request.previous != Some(&finished) {
+        out.wrote = true;
+        if let Err(e) = inventory::write(&target.client, &target.name, &finished).await {
+            out.errors.push(e.to_string());
+        }
+    }
+    out
+}
+
+/// Withdraws what an inventory holds: deletes it (WithdrawPolicies) or releases it
+/// (LeavePolicies: flotilla's label and annotation removed), then deletes the inventory.
+/// Objects another profile owns by now are left alone.
+pub async fn withdraw(target: &Target, inventory: &Inventory, leave: bool) -> Outcome {
+    let mut out = Outcome::default();
+    let mut keys: Vec<&String> = inventory.objects.keys().collect();
+    keys.sort_by_key(|k| std::cmp::Reverse(phase_of_entry(&inventory.objects[*k])));
+    for key in keys {
+        let entry = &inventory.objects[key];
+        match remove_one(target, &inventory.profile, key, entry, leave, false).await {
+            Ok(change) => {
+                out.wrote |= matches!(change.action, Action::Pruned | Action::Released);
+                out.changes.push(change);
+            }
+            Err(message) => out.errors.push(message),
+        }
+    }
+    if out.errors.is_empty() {
+        out.wrote = true;
+        if let Err(e) = inventory::delete(&target.client, &target.name, inventory).await {
+            out.errors.push(e.to_string());
+        }
+    }
+    out
+}
+
+fn unchanged(key: &str) -> ObjectChange {
+    ObjectChange {
+        key: key.to_string(),
+        action: Action::Unchanged,
+        diff: None,
+        detail: None,
+    }
+}
+
+fn inventory_of(request: &ApplyRequest<'_>, objects: BTreeMap<String, Entry>) -> Inventory {
+    Inventory {
+        profile: request.profile.to_string(),
+        cluster: request.cluster.to_string(),
+        destination: request.destination,
+        deployed: request.deployed.clone(),
+        objects,
+    }
+}
+
+fn entry(object: &Value, hash: String) -> Entry {
+    let text = |path: &[&str]| {
+        path.iter()
+            .try_fold(object, |v, k| v.get(*k))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    Entry {
+        api_version: text(&["apiVersion"]),
+        kind: text(&["kind"]),
+        namespace: text(&["metadata", "namespace"]),
+        name: text(&["metadata", "name"]),
+        hash,
+    }
+}
+
+fn is_crd(api_version: &str, kind: &str) -> bool {
+    kind == "CustomResourceDefinition" && api_version.starts_with("apiextensions.k8s.io/")
+}
+
+/// 0: Namespaces and CRDs, applied first and pruned last; 1: everything else.
+fn phase(api_version: &str, kind: &str) -> u8 {
+    if (api_version == "v1" && kind == "Namespace") || is_crd(api_version, kind) {
+        0
+    } else {
+        1
+    }
+}
+
+fn phase_of_entry(entry: &Entry) -> u8 {
+    phase(&entry.api_version, &entry.kind)
+}
+
+/// Scope of kinds defined by CRDs in the same set, so their objects can be keyed before the CRD
+/// exists: (group, kind) → namespaced.
+fn crd_scopes(objects: &[Value]) -> BTreeMap<(String, String), bool> {
+    objects
+        .iter()
+        .filter(|o| {
+            is_crd(
+                o["apiVersion"].as_str().unwrap_or_default(),
+                o["kind"].as_str().unwrap_or_default(),
+            )
+        })
+        .filter_map(|crd| {
+            let spec = crd.get("spec")?;
+            Some((
+                (
+                    spec.get("group")?.as_str()?.to_string(),
+                    spec.pointer("/names/kind")?.as_str()?.to_string(),
+                ),
+                spec.get("scope").and_then(Value::as_str) != Some("Cluster"),
+            ))
+        })
+        .collect()
+}
+
+/// Defaults namespaces (namespaced kinds without one go to `default`, cluster-scoped kinds lose
+/// theirs), computes keys and hashes. Discovery requests are reads; kinds defined by a CRD of
+/// the same set are resolved from that CRD.
+async fn prepare(target: &Target, objects: &[Value]) -> Result<Vec<Prepared>, String> {
+    let crds = crd_scopes(objects);
+    let mut out = Vec::with_capacity(objects.len());
+    let mut seen = BTreeSet::new();
+    for object in objects {
+        let api_version = object["apiVersion"].as_str().unwrap_or_default();
+        let kind = object["kind"].as_str().unwrap_or_default();
+        let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+        let namespaced = match crds.get(&(group.to_string(), kind.to_string())) {
+            Some(namespaced) => *namespaced,
+            None => {
+                target
+                    .discovery
+                    .resolve(&target.name, &target.client, api_version, kind)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .namespaced
+            }
+        };
+        let mut object = object.clone();
+        if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+            let has_namespace = metadata
+                .get("namespace")
+                .and_then(Value::as_str)
+                .is_some_and(|ns| !ns.is_empty());
+            if namespaced && !has_namespace {
+                metadata.insert("namespace".into(), json!("default"));
+            } else if !namespaced {
+                metadata.remove("namespace");
+            }
+        }
+        let key = object_key(&object);
+        if !seen.insert(key.clone()) {
+            return Err(format!(
+                "{key} is rendered twice by this profile; each object must appear once"
+            ));
+        }
+        out.push(Prepared {
+            hash: object_hash(&object),
+            phase: phase(api_version, kind),
+            key,
+            object,
+        });
+    }
+    Ok(out)
+}
+
+/// A dynamic API handle for an object's kind and namespace.
+fn api_for(target: &Target, served: &Served, namespace: &str) -> Api<DynamicObject> {
+    if served.namespaced {
+        Api::namespaced_with(target.client.clone(), namespace, &served.resource)
+    } else {
+        Api::all_with(target.client.clone(), &served.resource)
+    }
+}
+
+/// Resolves a kind; when it is defined by a CRD in this set, waits for the CRD to be
+/// Established and served.
+async fn served_for(target: &Target, object: &Value, set: &[Prepared]) -> Result<Served, String> {
+    let api_version = object["apiVersion"].as_str().unwrap_or_default();
+    let kind = object["kind"].as_str().unwrap_or_default();
+    let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+    let defined_here = set.iter().find(|p| {
+        is_crd(
+            p.object["apiVersion"].as_str().unwrap_or_default(),
+            p.object["kind"].as_str().unwrap_or_default(),
+        ) && p.object.pointer("/spec/group").and_then(Value::as_str) == Some(group)
+            && p.object.pointer("/spec/names/kind").and_then(Value::as_str) == Some(kind)
+    });
+    let Some(crd) = defined_here else {
+        return target
+            .discovery
+            .resolve(&target.name, &target.client, api_version, kind)
+            .await
+            .map_err(|e| e.to_string());
+    };
+    let crd_name = crd.object["metadata"]["name"].as_str().unwrap_or_default();
+    let deadline = tokio::time::Instant::now() + CRD_WAIT;
+    loop {
+        let established = crd_established(target, crd_name).await.unwrap_or(false);
+        if established
+            && let Ok(served) = target
+                .discovery
+                .resolve(&target.name, &target.client, api_version, kind)
+                .await
+        {
+            return Ok(served);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "cluster {}: {api_version} {kind} not served {}s after its CRD {crd_name} was applied",
+                target.name,
+                CRD_WAIT.as_secs()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn crd_established(target: &Target, name: &str) -> Result<bool, kube::Error> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let api: Api<CustomResourceDefinition> = Api::all(target.client.clone());
+    let crd = api.get_opt(name).await?;
+    Ok(crd
+        .and_then(|c| c.status)
+        .and_then(|s| s.conditions)
+        .is_some_and(|conditions| {
+            conditions
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+        }))
+}
+
+fn describe(target: &Target, key: &str, what: &str, e: &kube::Error) -> String {
+    format!("cluster {}: {what} {key}: {e}", target.name)
+}
+
+/// Server-side apply (forced, manager `flotilla`) or its dry-run; the diff is live → result.
+async fn write_one(
+    target: &Target,
+    p: &Prepared,
+    set: &[Prepared],
+    dry_run: bool,
+) -> Result<ObjectChange, String> {
+    let served = served_for(target, &p.object, set).await?;
+    let name = p.object["metadata"]["name"].as_str().unwrap_or_default();
+    let namespace = p.object["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or_default();
+    let api = api_for(target, &served, namespace);
+    let live = api
+        .get_opt(name)
+        .await
+        .map_err(|e| describe(target, &p.key, "read", &e))?;
+    let mut params = PatchParams::apply(FIELD_MANAGER).force();
+    params.dry_run = dry_run;
+    let result = api
+        .patch(name, &params, &Patch::Apply(&p.object))
+        .await
+        .map_err(|e| describe(target, &p.key, "apply", &e))?;
+    if is_crd(
+        p.object["apiVersion"].as_str().unwrap_or_default(),
+        p.object["kind"].as_str().unwrap_or_default(),
+    ) && !dry_run
+    {
+        // The CRD's kind may have changed (new version, scope); ask again when it is used.
+        if let Some(kind) = p.object.pointer("/spec/names/kind").and_then(Value::as_str)
+            && let Some(group) = p.object.pointer("/spec/group").and_then(Value::as_str)
+            && let Some(versions) = p.object.pointer("/spec/versions").and_then(Value::as_array)
+        {
+            for version in versions.iter().filter_map(|v| v.get("name")?.as_str()) {
+                target.discovery.forget(&format!("{group}/{version}"), kind);
+            }
+        }
+    }
+    let live_value = live.map(|l| serde_json::to_value(l).unwrap_or(Value::Null));
+    let result_value = serde_json::to_value(result).unwrap_or(Value::Null);
+    let diff = object_diff(live_value.as_ref(), Some(&result_value));
+    let action = match (&live_value, &diff) {
+        (None, _) => Action::Created,
+        (Some(_), Some(_)) => Action::Updated,
+        (Some(_), None) => Action::Unchanged,
+    };
+    Ok(ObjectChange {
+        key: p.key.clone(),
+        action,
+        diff,
+        detail: None,
+    })
+}
+
+/// Deletes (or releases) one inventory entry, unless another profile owns the object now.
+async fn remove_one(
+    target: &Target,
+    profile: &str,
+    key: &str,
+    entry: &Entry,
+    leave: bool,
+    dry_run: bool,
+) -> Result<ObjectChange, String> {
+    let skipped = |detail: String| ObjectChange {
+        key: key.to_string(),
+        action: Action::Skipped,
+        diff: None,
+        detail: Some(detail),
+    };
+    let served = match target
+        .discovery
+        .resolve(&target.name, &target.client, &entry.api_version, &entry.kind)
+        .await
+    {
+        Ok(served) => served,
+        // The kind is gone (its CRD was pruned first): so are its objects.
+        Err(ClusterError::UnknownKind { .. }) => {
+            return Ok(skipped("already gone: its kind is no longer served".into()));
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let api = api_for(target, &served, &entry.namespace);
+    let live = api
+        .get_opt(&entry.name)
+        .await
+        .map_err(|e| describe(target, key, "read", &e))?;
+    let Some(live) = live else {
+        return Ok(skipped("already gone".into()));
+    };
+    let owner = live
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(PROFILE_ANNOTATION))
+        .cloned();
+    if owner.as_deref() != Some(profile) {
+        return Ok(skipped(match owner {
+            Some(other) => format!("left alone: profile {other} owns it now"),
+            None => "left alone: flotilla's annotation was removed".into(),
+        }));
+    }
+    let live_value = serde_json::to_value(&live).unwrap_or(Value::Null);
+    if leave {
+        if !dry_run {
+            let patch = json!({"metadata": {
+                "labels": {MANAGED_BY_LABEL: null},
+                "annotations": {PROFILE_ANNOTATION: null},
+            }});
+            api.patch(
+                &entry.name,
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .map_err(|e| describe(target, key, "release", &e))?;
+        }
+        return Ok(ObjectChange {
+            key: key.to_string(),
+            action: Action::Released,
+            diff: None,
+            detail: None,
+        });
+    }
+    if !dry_run {
+        let params = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Background),
+            ..DeleteParams::default()
+        };
+        match api.delete(&entry.name, &params).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(e) => return Err(describe(target, key, "delete", &e)),
+        }
+    }
+    Ok(ObjectChange {
+        key: key.to_string(),
+        action: Action::Pruned,
+        diff: object_diff(Some(&live_value), None),
+        detail: None,
+    })
+}
