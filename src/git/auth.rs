@@ -166,7 +166,11 @@ impl<'a> Auth<'a> {
         ))
     }
 
-    fn check_host_key(&self, host: &str, key: &[u8]) -> Result<CertificateCheckStatus, git2::Error> {
+    fn check_host_key(
+        &self,
+        host: &str,
+        key: &[u8],
+    ) -> Result<CertificateCheckStatus, git2::Error> {
         let configured = self.credentials.known_hosts.clone();
         let using_default = configured.is_none();
         let refuse = |reason: String| {

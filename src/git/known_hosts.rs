@@ -160,10 +160,25 @@ mod tests {
             ("git.example.com", None, &key_b, Verdict::Mismatch),
             ("git.example.com", Some(2222), &key_b, Verdict::Known),
             ("git.example.com", Some(2222), &key_a, Verdict::Mismatch),
-            ("git.example.com", Some(2200), &key_a, Verdict::Unknown { hashed: 1 }),
+            (
+                "git.example.com",
+                Some(2200),
+                &key_a,
+                Verdict::Unknown { hashed: 1 },
+            ),
             ("a.corp.example", None, &key_a, Verdict::Known),
-            ("bad.corp.example", None, &key_a, Verdict::Unknown { hashed: 1 }),
-            ("other.example", None, &key_a, Verdict::Unknown { hashed: 1 }),
+            (
+                "bad.corp.example",
+                None,
+                &key_a,
+                Verdict::Unknown { hashed: 1 },
+            ),
+            (
+                "other.example",
+                None,
+                &key_a,
+                Verdict::Unknown { hashed: 1 },
+            ),
             ("git.example.com", None, &key_c, Verdict::Revoked),
         ];
         for (host, port, key, want) in cases {

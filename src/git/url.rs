@@ -145,10 +145,7 @@ mod tests {
                 "https://example.com/path/with@at",
                 "https://example.com/path/with@at",
             ),
-            (
-                "https://u:p@ss@example.com/r",
-                "https://***@example.com/r",
-            ),
+            ("https://u:p@ss@example.com/r", "https://***@example.com/r"),
             (
                 "ssh://git@example.com:2222/org/repo.git",
                 "ssh://git@example.com:2222/org/repo.git",
@@ -157,10 +154,7 @@ mod tests {
                 "ssh://git:pw@example.com/org/repo.git",
                 "ssh://git:***@example.com/org/repo.git",
             ),
-            (
-                "git@github.com:org/repo.git",
-                "git@github.com:org/repo.git",
-            ),
+            ("git@github.com:org/repo.git", "git@github.com:org/repo.git"),
             ("file:///srv/git/repo.git", "file:///srv/git/repo.git"),
             ("/srv/git/repo", "/srv/git/repo"),
             ("HTTPS://a:b@h/r", "HTTPS://***@h/r"),
