@@ -166,7 +166,11 @@ async fn audit_log_counts_writes_and_one_cluster_stops_and_starts() {
         assert_eq!(apply.name.as_deref(), Some("audited"), "{name}");
         assert_eq!(apply.code, Some(201), "{name}: created by apply: {apply:?}");
         assert_eq!(apply.user, "flotilla-admin", "{name}");
-        assert_eq!(apply.query_param("fieldManager"), Some("flotilla"), "{name}");
+        assert_eq!(
+            apply.query_param("fieldManager"),
+            Some("flotilla"),
+            "{name}"
+        );
         assert!(!apply.is_dry_run(), "{name}: {apply:?}");
         let (received, completed) = (apply.received_micros(), apply.completed_micros());
         assert!(
@@ -191,7 +195,11 @@ async fn audit_log_counts_writes_and_one_cluster_stops_and_starts() {
                 && e.code == Some(200)),
             "{name}: no GET in {requests:#?}"
         );
-        assert_eq!(planes.write_requests(name), writes, "{name}: a GET counted as a write");
+        assert_eq!(
+            planes.write_requests(name),
+            writes,
+            "{name}: a GET counted as a write"
+        );
 
         // A dry-run apply is a patch request, but not a write.
         let changed = serde_json::json!({
@@ -212,7 +220,11 @@ async fn audit_log_counts_writes_and_one_cluster_stops_and_starts() {
         assert_eq!(dry.len(), 1, "{name}: {requests:#?}");
         assert_eq!(dry[0].verb, "patch", "{name}: {:?}", dry[0]);
         assert_eq!(dry[0].query_param("dryRun"), Some("All"), "{name}");
-        assert_eq!(planes.write_requests(name), writes, "{name}: a dry run counted");
+        assert_eq!(
+            planes.write_requests(name),
+            writes,
+            "{name}: a dry run counted"
+        );
     }
 
     // (b) Stop cluster-1: it is unreachable, cluster-2 still answers.
@@ -236,7 +248,11 @@ async fn audit_log_counts_writes_and_one_cluster_stops_and_starts() {
         .filter(|pid| !after_stop.contains(pid))
         .collect();
     assert_eq!(stopped.len(), 1, "{pids:?} -> {after_stop:?}");
-    assert!(!process_running(stopped[0]), "apiserver {} still runs", stopped[0]);
+    assert!(
+        !process_running(stopped[0]),
+        "apiserver {} still runs",
+        stopped[0]
+    );
     let down = planes.client("cluster-1").await.apiserver_version().await;
     assert!(down.is_err(), "cluster-1 answers while stopped: {down:?}");
     assert!(
@@ -265,7 +281,10 @@ async fn audit_log_counts_writes_and_one_cluster_stops_and_starts() {
     );
     assert_eq!(planes.pids().len(), 4, "{:?}", planes.pids());
     let api: Api<ConfigMap> = Api::namespaced(planes.client("cluster-1").await, "default");
-    let read = api.get("audited").await.expect("cluster-1 answers after start");
+    let read = api
+        .get("audited")
+        .await
+        .expect("cluster-1 answers after start");
     assert_eq!(
         read.data,
         Some(BTreeMap::from([(
@@ -311,7 +330,10 @@ fn rfc3339_micros_parses_apiserver_times() {
         rfc3339_micros("2026-11-27T12:00:00.5+02:00"),
         Some(1_795_773_600_500_000)
     );
-    assert_eq!(rfc3339_micros("2000-03-01T00:00:00Z"), Some(951_868_800_000_000));
+    assert_eq!(
+        rfc3339_micros("2000-03-01T00:00:00Z"),
+        Some(951_868_800_000_000)
+    );
     assert_eq!(rfc3339_micros("1969-12-31T23:00:00-01:00"), Some(0));
     assert_eq!(
         rfc3339_micros("2026-11-27T10:00:00.123456789Z"),

@@ -398,9 +398,8 @@ pub fn read_audit_log(path: &Path) -> Vec<AuditEvent> {
         .lines()
         .filter(|line| !line.trim().is_empty())
         .filter_map(|line| {
-            let value: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| {
-                panic!("{}: bad audit line {line:?}: {e}", path.display())
-            });
+            let value: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{}: bad audit line {line:?}: {e}", path.display()));
             parse_audit_event(&value)
         })
         .collect()
@@ -469,7 +468,11 @@ pub fn rfc3339_micros(s: &str) -> Option<u64> {
             return None;
         }
         for k in 0..6 {
-            let d = if start + k < i { i64::from(b[start + k] - b'0') } else { 0 };
+            let d = if start + k < i {
+                i64::from(b[start + k] - b'0')
+            } else {
+                0
+            };
             micros = micros * 10 + d;
         }
     }
