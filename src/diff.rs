@@ -491,6 +491,10 @@ mod tests {
         }
         let v1 = json!({"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "h", "namespace": "a"}});
         let v2 = json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "h", "namespace": "a"}});
-        assert_eq!(object_key(&v1), object_key(&v2), "the version is not part of the identity");
+        assert_eq!(
+            object_key(&v1),
+            object_key(&v2),
+            "the version is not part of the identity"
+        );
     }
 }

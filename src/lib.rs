@@ -6,9 +6,11 @@
 pub mod classify;
 pub mod cluster;
 pub mod config;
+pub mod daemon;
 pub mod diff;
 pub mod git;
 pub mod plan;
 pub mod render;
+pub mod report;
 pub mod select;
 pub mod source;

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -10,7 +11,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use flotilla::classify::{self, ClusterFacts};
 use flotilla::config::{self, ConfigRepo, Diagnostics};
 use flotilla::render::{self, sandbox::Sandbox};
-use flotilla::{cluster, source};
+use flotilla::report::{ClusterStatus, StateNote};
+use flotilla::{cluster, daemon, source};
 
 /// Keeps the add-ons of a fleet of Kubernetes clusters in the state a Git repository declares.
 #[derive(Parser)]
@@ -55,6 +57,170 @@ enum Command {
         #[arg(long, env = "FLOTILLA_KUBECONFIG_DIR")]
         kubeconfig_dir: Option<PathBuf>,
     },
+    /// One sync pass of the branch's commit over the fleet, then exit (0 when every cluster is
+    /// in sync, 1 when a cluster or profile failed or the commit is invalid).
+    Sync {
+        #[command(flatten)]
+        sync: SyncArgs,
+        /// Run one pass and exit (the only mode of `sync`; `run` is the daemon).
+        #[arg(long, required = true)]
+        once: bool,
+    },
+    /// The daemon: poll the repository and keep the fleet in sync until SIGTERM.
+    Run {
+        #[command(flatten)]
+        sync: SyncArgs,
+        /// Poll interval (e.g. 30s, 2m).
+        #[arg(long, default_value = "30s", value_parser = parse_duration, env = "FLOTILLA_INTERVAL")]
+        interval: Duration,
+    },
+    /// What the notes say: clusters × profiles with their status, as a table.
+    Status {
+        /// URL or local directory of the config repository.
+        #[arg(long, env = "FLOTILLA_REPO")]
+        repo: String,
+        /// Commit to show (default: the branch's head).
+        #[arg(long, env = "FLOTILLA_REV")]
+        rev: Option<String>,
+        /// Branch.
+        #[arg(long, default_value = "main", env = "FLOTILLA_BRANCH")]
+        branch: String,
+        /// Notes ref of the human note; the state note is `<ref>-state`.
+        #[arg(
+            long,
+            default_value = "refs/notes/flotilla",
+            env = "FLOTILLA_NOTES_REF"
+        )]
+        notes_ref: String,
+        #[command(flatten)]
+        git: GitArgs,
+    },
+}
+
+/// Flags shared by `sync` and `run`.
+#[derive(clap::Args)]
+struct SyncArgs {
+    /// URL (file://, https://, ssh://) or local directory of the config repository.
+    #[arg(long, env = "FLOTILLA_REPO")]
+    repo: String,
+    /// Branch to follow.
+    #[arg(long, default_value = "main", env = "FLOTILLA_BRANCH")]
+    branch: String,
+    /// Config root inside the repository.
+    #[arg(long, env = "FLOTILLA_PATH")]
+    path: Option<String>,
+    /// Directory of the clusters' kubeconfig files.
+    #[arg(long, env = "FLOTILLA_KUBECONFIG_DIR")]
+    kubeconfig_dir: PathBuf,
+    /// Cluster of the inventory that receives `deploymentType: Local` objects (default: the
+    /// cluster flotilla runs in, if any).
+    #[arg(long, env = "FLOTILLA_MANAGEMENT_CLUSTER")]
+    management_cluster: Option<String>,
+    /// Notes ref of the human note; the state note is `<ref>-state`.
+    #[arg(
+        long,
+        default_value = "refs/notes/flotilla",
+        env = "FLOTILLA_NOTES_REF"
+    )]
+    notes_ref: String,
+    /// Push the notes refs (default when the repository is a remote).
+    #[arg(long, overrides_with = "no_push_notes", env = "FLOTILLA_PUSH_NOTES")]
+    push_notes: bool,
+    /// Do not push the notes refs.
+    #[arg(long, overrides_with = "push_notes")]
+    no_push_notes: bool,
+    /// Clusters handled at once.
+    #[arg(long, default_value_t = 16, env = "FLOTILLA_CONCURRENCY")]
+    concurrency: usize,
+    #[command(flatten)]
+    git: GitArgs,
+}
+
+/// Git credentials and the mirror cache.
+#[derive(clap::Args)]
+struct GitArgs {
+    /// Private key for ssh remotes.
+    #[arg(long, env = "FLOTILLA_SSH_KEY")]
+    ssh_key: Option<PathBuf>,
+    /// known_hosts file for ssh host keys (default ~/.ssh/known_hosts).
+    #[arg(long, env = "FLOTILLA_KNOWN_HOSTS")]
+    known_hosts: Option<PathBuf>,
+    /// Accept ssh hosts missing from known_hosts (never a changed key).
+    #[arg(long, env = "FLOTILLA_ALLOW_UNKNOWN_HOSTS")]
+    allow_unknown_hosts: bool,
+    /// Where bare mirrors of remote repositories are kept.
+    #[arg(long, env = "FLOTILLA_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+}
+
+impl GitArgs {
+    fn credentials(&self) -> flotilla::git::Credentials {
+        flotilla::git::Credentials {
+            // Only from the environment, never a flag: flags show up in `ps`.
+            token: std::env::var("FLOTILLA_GIT_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty()),
+            ssh_key: self.ssh_key.clone(),
+            known_hosts: self.known_hosts.clone(),
+            allow_unknown_hosts: self.allow_unknown_hosts,
+        }
+    }
+
+    fn cache_dir(&self) -> PathBuf {
+        self.cache_dir.clone().unwrap_or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+                .unwrap_or_else(std::env::temp_dir)
+                .join("flotilla/repos")
+        })
+    }
+}
+
+impl SyncArgs {
+    fn options(&self, interval: Duration) -> daemon::Options {
+        daemon::Options {
+            repo: self.repo.clone(),
+            branch: self.branch.clone(),
+            path: self.path.clone(),
+            kubeconfig_dir: self.kubeconfig_dir.clone(),
+            management_cluster: self.management_cluster.clone(),
+            notes_ref: self.notes_ref.clone(),
+            push_notes: if self.no_push_notes {
+                Some(false)
+            } else if self.push_notes {
+                Some(true)
+            } else {
+                None
+            },
+            interval,
+            concurrency: self.concurrency,
+            cache_dir: self.git.cache_dir(),
+            credentials: self.git.credentials(),
+        }
+    }
+}
+
+/// `30s`, `2m`, `1h`, `500ms`, or plain seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = text
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((text, "s"), |i| (&text[..i], &text[i..]));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 30s, 2m, 500ms"))?;
+    let duration = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(format!("{text:?}: unit must be ms, s, m or h")),
+    };
+    if duration.is_zero() {
+        return Err("the interval must be positive".into());
+    }
+    Ok(duration)
 }
 
 fn main() -> ExitCode {
@@ -73,6 +239,15 @@ fn main() -> ExitCode {
             profile.as_deref(),
             kubeconfig_dir.as_deref(),
         ),
+        Command::Sync { sync, once: _ } => sync_once(sync.options(Duration::from_secs(30))),
+        Command::Run { sync, interval } => run(sync.options(interval)),
+        Command::Status {
+            repo,
+            rev,
+            branch,
+            notes_ref,
+            git,
+        } => status(&repo, &branch, rev.as_deref(), &notes_ref, &git),
     };
     match result {
         Ok(code) => code,
@@ -229,4 +404,95 @@ fn render(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn sync_once(options: daemon::Options) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async {
+        let mut daemon = daemon::Daemon::new(options)?;
+        let synced = daemon.sync_once().await?;
+        print!("{}", synced.note);
+        let healthy = synced.report.valid()
+            && synced
+                .report
+                .clusters
+                .iter()
+                .all(|c| matches!(c.status, ClusterStatus::Synced | ClusterStatus::Paused));
+        Ok(if healthy {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        })
+    })
+}
+
+fn run(options: daemon::Options) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async {
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot listen for SIGTERM");
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            tracing::info!("stop requested: finishing the pass in flight and its notes");
+            let _ = stop.send(true);
+        });
+        let mut daemon = daemon::Daemon::new(options)?;
+        daemon.run(shutdown).await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn status(
+    repo: &str,
+    branch: &str,
+    rev: Option<&str>,
+    notes_ref: &str,
+    git: &GitArgs,
+) -> anyhow::Result<ExitCode> {
+    let mut source =
+        flotilla::git::GitSource::open(repo, branch, git.credentials(), &git.cache_dir())?;
+    let commit = match rev {
+        Some(rev) => {
+            if source.is_remote() {
+                source.poll()?;
+            }
+            source.resolve(rev)?
+        }
+        None => source.poll()?.commit,
+    };
+    let state_ref = format!("{notes_ref}-state");
+    let Some(text) = source.read_note(&state_ref, &commit)? else {
+        println!(
+            "commit {}: no flotilla state note ({state_ref}); it has not been synced yet",
+            commit.get(..12).unwrap_or(&commit)
+        );
+        return Ok(ExitCode::from(1));
+    };
+    let state = StateNote::parse(&text)
+        .with_context(|| format!("state note on {commit} is not flotilla's JSON"))?;
+    println!(
+        "commit {}{}",
+        commit.get(..12).unwrap_or(&commit),
+        if state.valid { "" } else { " (INVALID)" }
+    );
+    for error in &state.errors {
+        println!("  {error}");
+    }
+    print!("{}", state.table());
+    Ok(ExitCode::SUCCESS)
 }

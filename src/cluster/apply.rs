@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PropagationPolicy};
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
@@ -18,46 +17,12 @@ use super::{ClusterError, Target};
 use crate::diff::{object_diff, object_key};
 use crate::plan::Deployed;
 use crate::render::{MANAGED_BY_LABEL, PROFILE_ANNOTATION};
+use crate::report::{Action, ObjectChange};
 
 /// Objects written at once within one ordering phase.
 const APPLY_CONCURRENCY: usize = 8;
 /// How long a custom resource waits for its CRD to be Established and served.
 const CRD_WAIT: Duration = Duration::from_secs(30);
-
-/// What happened to one object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Action {
-    /// Did not exist; now does (or would, in DryRun).
-    Created,
-    /// Existed and changed (or would).
-    Updated,
-    /// Nothing to write.
-    Unchanged,
-    /// Deleted because it left the render or the profile was withdrawn (or would be).
-    Pruned,
-    /// LeavePolicies: kept, flotilla's label and annotation removed.
-    Released,
-    /// Left alone: another profile owns it now, or it was already gone.
-    Skipped,
-    /// Its write failed (see the profile's errors).
-    Failed,
-}
-
-/// One object's outcome, with its diff (Secret values redacted).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ObjectChange {
-    /// `diff::object_key`.
-    pub key: String,
-    /// What happened.
-    pub action: Action,
-    /// Unified diff live → result; `None` when nothing changed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub diff: Option<String>,
-    /// Why it was skipped, when it was.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
-}
 
 /// What applying (or withdrawing) one profile at one destination did.
 #[derive(Debug, Clone, Default)]
@@ -90,6 +55,8 @@ pub struct ApplyRequest<'a> {
     pub previous: Option<&'a Inventory>,
     /// DryRun: compute the diff with a server-side dry-run, write nothing.
     pub dry_run: bool,
+    /// Keys another profile won (key → winner): dropped from this inventory, never deleted.
+    pub released: BTreeMap<String, String>,
 }
 
 /// An object ready to send: namespace defaulted, key and hash computed.
@@ -135,10 +102,7 @@ pub async fn apply(request: ApplyRequest<'_>) -> Outcome {
         out.hashes.insert(p.key.clone(), p.hash.clone());
     }
     if changed.is_empty() && removed.is_empty() && !metadata_changed {
-        out.changes = prepared
-            .iter()
-            .map(|p| unchanged(&p.key))
-            .collect();
+        out.changes = prepared.iter().map(|p| unchanged(&p.key)).collect();
         return out;
     }
 
@@ -162,7 +126,11 @@ pub async fn apply(request: ApplyRequest<'_>) -> Outcome {
     // Apply, phase by phase.
     let mut results: BTreeMap<String, ObjectChange> = BTreeMap::new();
     for phase in 0..=1u8 {
-        let batch: Vec<&Prepared> = changed.iter().copied().filter(|p| p.phase == phase).collect();
+        let batch: Vec<&Prepared> = changed
+            .iter()
+            .copied()
+            .filter(|p| p.phase == phase)
+            .collect();
         let done: Vec<(String, Result<ObjectChange, String>)> =
             futures::stream::iter(batch.into_iter().map(|p| async {
                 (
@@ -219,7 +187,18 @@ pub async fn apply(request: ApplyRequest<'_>) -> Outcome {
     // Prune (or report what would be pruned) only when everything applied.
     let mut kept_removed: Vec<&String> = Vec::new();
     if out.errors.is_empty() {
-        let mut order: Vec<&String> = removed.clone();
+        let mut order: Vec<&String> = Vec::new();
+        for key in &removed {
+            match request.released.get(*key) {
+                Some(winner) => out.changes.push(ObjectChange {
+                    key: (*key).clone(),
+                    action: Action::Skipped,
+                    diff: None,
+                    detail: Some(format!("now applied by profile {winner}")),
+                }),
+                None => order.push(key),
+            }
+        }
         order.sort_by_key(|k| std::cmp::Reverse(phase_of_entry(&previous[*k])));
         for key in order {
             let entry = &previous[key];
@@ -235,7 +214,11 @@ pub async fn apply(request: ApplyRequest<'_>) -> Outcome {
             }
         }
     } else {
-        kept_removed = removed.clone();
+        kept_removed = removed
+            .iter()
+            .copied()
+            .filter(|k| !request.released.contains_key(*k))
+            .collect();
     }
 
     if request.dry_run {
@@ -246,7 +229,10 @@ pub async fn apply(request: ApplyRequest<'_>) -> Outcome {
     let mut entries = BTreeMap::new();
     for p in &prepared {
         let ok = !matches!(
-            out.changes.iter().find(|c| c.key == p.key).map(|c| c.action),
+            out.changes
+                .iter()
+                .find(|c| c.key == p.key)
+                .map(|c| c.action),
             Some(Action::Failed) | Some(Action::Skipped)
         );
         let hash = if ok { p.hash.clone() } else { String::new() };
@@ -559,7 +545,12 @@ async fn remove_one(
     };
     let served = match target
         .discovery
-        .resolve(&target.name, &target.client, &entry.api_version, &entry.kind)
+        .resolve(
+            &target.name,
+            &target.client,
+            &entry.api_version,
+            &entry.kind,
+        )
         .await
     {
         Ok(served) => served,
@@ -596,13 +587,9 @@ async fn remove_one(
                 "labels": {MANAGED_BY_LABEL: null},
                 "annotations": {PROFILE_ANNOTATION: null},
             }});
-            api.patch(
-                &entry.name,
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await
-            .map_err(|e| describe(target, key, "release", &e))?;
+            api.patch(&entry.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(|e| describe(target, key, "release", &e))?;
         }
         return Ok(ObjectChange {
             key: key.to_string(),

@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use kube::core::GroupVersion;
 use kube::discovery::{ApiCapabilities, ApiResource, Scope};
-use kube::api::GroupVersionKind;
 
 use super::ClusterError;
 
@@ -45,23 +45,35 @@ impl Discovery {
             return Ok(served);
         }
         let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-        let gvk = GroupVersionKind::gvk(group, version, kind);
-        let (resource, capabilities): (ApiResource, ApiCapabilities) =
-            kube::discovery::pinned_kind(client, &gvk)
-                .await
-                .map_err(|source| ClusterError::UnknownKind {
-                    cluster: cluster.to_string(),
-                    kind: format!("{api_version} {kind}"),
-                    source,
-                })?;
-        let served = Served {
-            resource,
-            namespaced: capabilities.scope == Scope::Namespaced,
+        let unknown = |source| ClusterError::UnknownKind {
+            cluster: cluster.to_string(),
+            kind: format!("{api_version} {kind}"),
+            source,
         };
+        // One request lists every kind of the group-version; keep them all.
+        let gv = GroupVersion::gv(group, version);
+        let served_kinds: Vec<(ApiResource, ApiCapabilities)> =
+            kube::discovery::pinned_group(client, &gv)
+                .await
+                .map_err(unknown)?
+                .versioned_resources(version);
         if let Ok(mut known) = self.known.lock() {
-            known.insert(cache_key(api_version, kind), served.clone());
+            for (resource, capabilities) in served_kinds {
+                let key = cache_key(api_version, &resource.kind);
+                known.insert(
+                    key,
+                    Served {
+                        resource,
+                        namespaced: capabilities.scope == Scope::Namespaced,
+                    },
+                );
+            }
         }
-        Ok(served)
+        self.cached(api_version, kind).ok_or_else(|| {
+            unknown(kube::Error::Discovery(
+                kube::error::DiscoveryError::MissingKind(format!("{api_version} {kind}")),
+            ))
+        })
     }
 
     /// Forgets a kind, e.g. after its CRD was deleted.

@@ -114,13 +114,12 @@ pub async fn list(
     let mut out = BTreeMap::new();
     for cm in list {
         let name = cm.metadata.name.clone().unwrap_or_default();
-        let inventory = decode(&cm, cluster, destination).map_err(|message| {
-            ClusterError::Inventory {
+        let inventory =
+            decode(&cm, cluster, destination).map_err(|message| ClusterError::Inventory {
                 cluster: target.to_string(),
                 name: name.clone(),
                 message,
-            }
-        })?;
+            })?;
         out.insert(inventory.profile.clone(), inventory);
     }
     Ok(out)
@@ -149,10 +148,7 @@ fn decode(cm: &ConfigMap, cluster: &str, destination: Destination) -> Result<Inv
             sync_mode,
             stop_matching,
         },
-        objects: entries
-            .into_iter()
-            .map(|e| (entry_key(&e), e))
-            .collect(),
+        objects: entries.into_iter().map(|e| (entry_key(&e), e)).collect(),
     })
 }
 
@@ -240,7 +236,10 @@ pub async fn delete(
     inventory: &Inventory,
 ) -> Result<(), ClusterError> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), SYSTEM_NAMESPACE);
-    match api.delete(&inventory.name(), &DeleteParams::default()).await {
+    match api
+        .delete(&inventory.name(), &DeleteParams::default())
+        .await
+    {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
         Err(source) => Err(ClusterError::Api {
@@ -251,9 +250,6 @@ pub async fn delete(
 }
 
 /// Keys present in `old` but not in `new`: what a prune removes.
-pub fn removed_keys<'a>(
-    old: &'a BTreeMap<String, Entry>,
-    new: &BTreeSet<&str>,
-) -> Vec<&'a String> {
+pub fn removed_keys<'a>(old: &'a BTreeMap<String, Entry>, new: &BTreeSet<&str>) -> Vec<&'a String> {
     old.keys().filter(|k| !new.contains(k.as_str())).collect()
 }

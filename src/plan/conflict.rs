@@ -91,7 +91,14 @@ mod tests {
 
     #[test]
     fn table() {
-        let cases: Vec<(&str, Vec<Claim>, Vec<(&str, &str)>, Vec<(&str, &str)>)> = vec![
+        // (what, claims, current owners key → profile, expected losers (loser, winner))
+        type Case = (
+            &'static str,
+            Vec<Claim>,
+            Vec<(&'static str, &'static str)>,
+            Vec<(&'static str, &'static str)>,
+        );
+        let cases: Vec<Case> = vec![
             (
                 "no overlap",
                 vec![claim("k1", "a", 1), claim("k2", "b", 1)],

@@ -1,0 +1,440 @@
+//! The loop: poll Git, load the commit, run a pass over the fleet, write the notes; with bounded
+//! per-cluster concurrency, per-cluster backoff, and a graceful stop on SIGTERM. This is the only
+//! place that wires adapters (git, cluster) to the pure modules.
+
+mod pass;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tracing::{Instrument as _, error, info, info_span, warn};
+
+use crate::cluster::{self, ClusterError, Target};
+use crate::config::{self, Cluster, ConfigRepo, KubeconfigRef};
+use crate::git::{self, GitError, GitSource, Note};
+use crate::report::{self, ClusterStatus, PassReport, StateNote};
+
+pub use pass::run_pass;
+
+/// Errors that stop a command (not a pass: cluster and profile errors go into the notes).
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The config repository could not be read or the notes not written.
+    #[error(transparent)]
+    Git(#[from] GitError),
+    /// A blocking task panicked or was cancelled.
+    #[error("internal task failed: {0}")]
+    Task(String),
+}
+
+/// Everything the daemon is told on the command line.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// URL or local directory of the config repository.
+    pub repo: String,
+    /// Branch to follow.
+    pub branch: String,
+    /// Config root inside the repository (`None`: its root).
+    pub path: Option<String>,
+    /// Where kubeconfig files named by the inventory live.
+    pub kubeconfig_dir: PathBuf,
+    /// Cluster of the inventory that receives `deploymentType: Local` objects.
+    pub management_cluster: Option<String>,
+    /// Notes ref of the human note; the state note goes to `<ref>-state`.
+    pub notes_ref: String,
+    /// Push the notes refs (default: when the repo is a remote).
+    pub push_notes: Option<bool>,
+    /// Poll interval of `run`.
+    pub interval: Duration,
+    /// Clusters handled at once.
+    pub concurrency: usize,
+    /// Where bare mirrors of remotes are kept.
+    pub cache_dir: PathBuf,
+    /// Git credentials.
+    pub credentials: git::Credentials,
+}
+
+impl Options {
+    /// The state notes ref.
+    pub fn state_ref(&self) -> String {
+        format!("{}-state", self.notes_ref)
+    }
+}
+
+/// The clusters the daemon talks to: clients and discovery caches, kept across passes.
+pub struct Fleet {
+    /// Options.
+    pub options: Options,
+    targets: tokio::sync::Mutex<HashMap<String, (KubeconfigRef, Arc<Target>)>>,
+}
+
+impl Fleet {
+    /// A fleet with no client yet (they are made on first use).
+    pub fn new(options: Options) -> Self {
+        Fleet {
+            options,
+            targets: tokio::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The client of a cluster, made once and remade when its kubeconfig reference changes.
+    pub async fn target(&self, cluster: &Cluster) -> Result<Arc<Target>, ClusterError> {
+        let mut targets = self.targets.lock().await;
+        if let Some((reference, target)) = targets.get(&cluster.name)
+            && reference == &cluster.kubeconfig
+        {
+            return Ok(Arc::clone(target));
+        }
+        let client = cluster::client(cluster, &self.options.kubeconfig_dir).await?;
+        let target = Arc::new(Target::new(cluster.name.clone(), client));
+        targets.insert(
+            cluster.name.clone(),
+            (cluster.kubeconfig.clone(), Arc::clone(&target)),
+        );
+        Ok(target)
+    }
+
+    /// Drops a cluster's client, so the next pass connects afresh (after errors).
+    pub async fn forget(&self, cluster: &str) {
+        self.targets.lock().await.remove(cluster);
+    }
+
+    /// The management cluster: `--management-cluster NAME` from the inventory, else the
+    /// cluster the daemon runs in, else none.
+    pub async fn management(&self, repo: &ConfigRepo) -> Option<Arc<Target>> {
+        if let Some(name) = &self.options.management_cluster {
+            let Some(cluster) = repo.clusters.get(name) else {
+                warn!(cluster = %name, "--management-cluster is not in clusters/");
+                return None;
+            };
+            return match self.target(cluster).await {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    warn!(error = %e, "management cluster unreachable");
+                    None
+                }
+            };
+        }
+        // Only inside a pod: elsewhere there is no management cluster by default.
+        std::env::var_os("KUBERNETES_SERVICE_HOST")?;
+        let in_cluster = Cluster {
+            name: "in-cluster".into(),
+            origin: config::Origin {
+                file: String::new(),
+                line: 0,
+            },
+            labels: BTreeMap::new(),
+            kubeconfig: KubeconfigRef {
+                in_cluster: true,
+                ..KubeconfigRef::default()
+            },
+            paused: false,
+            document: serde_json::Value::Null,
+        };
+        self.target(&in_cluster).await.ok()
+    }
+}
+
+/// What one commit turned into.
+pub struct Synced {
+    /// The pass (or the invalid-commit report).
+    pub report: PassReport,
+    /// The human note that was written.
+    pub note: String,
+}
+
+/// Per-cluster exponential backoff after a cluster was unreachable.
+#[derive(Debug, Default)]
+struct Backoff {
+    failures: BTreeMap<String, (u32, tokio::time::Instant)>,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_secs(2);
+    const MAX: Duration = Duration::from_secs(300);
+
+    /// Clusters to skip now, with the reason shown in the note.
+    fn skipped(&self, now: tokio::time::Instant) -> BTreeMap<String, String> {
+        self.failures
+            .iter()
+            .filter(|(_, (_, until))| *until > now)
+            .map(|(name, (n, until))| {
+                (
+                    name.clone(),
+                    format!(
+                        "unreachable {n} times in a row; next attempt in {}s",
+                        until.saturating_duration_since(now).as_secs().max(1)
+                    ),
+                )
+            })
+            .collect()
+    }
+
+    fn record(
+        &mut self,
+        report: &PassReport,
+        skipped: &BTreeMap<String, String>,
+        now: tokio::time::Instant,
+    ) {
+        for cluster in &report.clusters {
+            if skipped.contains_key(&cluster.name) {
+                continue;
+            }
+            if cluster.status == ClusterStatus::Unreachable {
+                let n = self.failures.get(&cluster.name).map_or(0, |(n, _)| *n) + 1;
+                let delay = Self::FIRST
+                    .saturating_mul(2u32.saturating_pow(n.saturating_sub(1).min(16)))
+                    .min(Self::MAX);
+                self.failures.insert(cluster.name.clone(), (n, now + delay));
+            } else {
+                self.failures.remove(&cluster.name);
+            }
+        }
+    }
+}
+
+/// The daemon: the git source, the fleet, and what it remembers between passes.
+pub struct Daemon {
+    fleet: Arc<Fleet>,
+    git: Arc<Mutex<GitSource>>,
+    /// The last valid commit and its config: the desired state.
+    last_valid: Option<(String, String, Arc<ConfigRepo>)>,
+    /// The last commit seen on the branch.
+    last_seen: Option<String>,
+    /// The state note written last (to skip rewriting an identical one).
+    last_state: Option<StateNote>,
+    backoff: Backoff,
+}
+
+impl Daemon {
+    /// Opens the repository (no network yet).
+    pub fn new(options: Options) -> Result<Self, DaemonError> {
+        let source = GitSource::open(
+            &options.repo,
+            &options.branch,
+            options.credentials.clone(),
+            &options.cache_dir,
+        )?;
+        Ok(Daemon {
+            fleet: Arc::new(Fleet::new(options)),
+            git: Arc::new(Mutex::new(source)),
+            last_valid: None,
+            last_seen: None,
+            last_state: None,
+            backoff: Backoff::default(),
+        })
+    }
+
+    fn options(&self) -> &Options {
+        &self.fleet.options
+    }
+
+    /// Runs `f` on the git source in a blocking thread.
+    async fn with_git<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut GitSource) -> Result<T, GitError> + Send + 'static,
+    ) -> Result<T, DaemonError> {
+        let git = Arc::clone(&self.git);
+        tokio::task::spawn_blocking(move || {
+            let mut source = git
+                .lock()
+                .map_err(|_| DaemonError::Task("git source lock poisoned".into()))?;
+            f(&mut source).map_err(DaemonError::from)
+        })
+        .await
+        .map_err(|e| DaemonError::Task(e.to_string()))?
+    }
+
+    /// `flotilla sync --once`: poll, sync the branch's commit, write the notes.
+    pub async fn sync_once(&mut self) -> Result<Synced, DaemonError> {
+        let poll = self.with_git(|g| g.poll()).await?;
+        self.sync_commit(&poll.commit, true).await
+    }
+
+    /// Loads `commit` and, when valid, runs a pass; writes the notes (always when `force`, else
+    /// only when the state differs from the last note written).
+    async fn sync_commit(&mut self, commit: &str, force: bool) -> Result<Synced, DaemonError> {
+        let subdir = self.options().path.clone();
+        let c = commit.to_string();
+        let (tree, subject) = self
+            .with_git(move |g| Ok((g.snapshot(&c, subdir.as_deref())?, g.commit_summary(&c)?)))
+            .await?;
+        self.last_seen = Some(commit.to_string());
+        let report = match config::load(tree) {
+            Ok(repo) => {
+                let repo = Arc::new(repo);
+                self.last_valid = Some((commit.to_string(), subject.clone(), Arc::clone(&repo)));
+                let span = info_span!("pass", commit = %commit.get(..12).unwrap_or(commit));
+                self.pass(commit, &subject, &repo).instrument(span).await
+            }
+            Err(diagnostics) => {
+                let desired = match &self.last_valid {
+                    Some((c, _, _)) => Some(c.clone()),
+                    None => self.last_valid_in_history(commit).await,
+                };
+                warn!(
+                    commit,
+                    errors = diagnostics.0.len(),
+                    "invalid commit: nothing applied, nothing pruned"
+                );
+                PassReport {
+                    commit: commit.to_string(),
+                    subject,
+                    validation_errors: diagnostics
+                        .0
+                        .iter()
+                        .map(|d| format!("{}:{}: {}", d.file, d.line, d.message))
+                        .collect(),
+                    desired_commit: desired,
+                    clusters: vec![],
+                }
+            }
+        };
+        let note = self.write_notes(&report, force).await?;
+        Ok(Synced { report, note })
+    }
+
+    async fn pass(&mut self, commit: &str, subject: &str, repo: &ConfigRepo) -> PassReport {
+        let now = tokio::time::Instant::now();
+        let skipped = self.backoff.skipped(now);
+        let report = run_pass(&self.fleet, commit, subject, repo, &skipped).await;
+        for cluster in &report.clusters {
+            if cluster.status == ClusterStatus::Unreachable && !skipped.contains_key(&cluster.name)
+            {
+                // Reconnect next time: the address or credentials may have changed.
+                self.fleet.forget(&cluster.name).await;
+            }
+        }
+        self.backoff.record(&report, &skipped, now);
+        report
+    }
+
+    /// Walks first parents back from `commit` to the nearest commit whose state note says it
+    /// was valid (for `sync --once` after an invalid commit, when memory has none).
+    async fn last_valid_in_history(&self, commit: &str) -> Option<String> {
+        let state_ref = self.options().state_ref();
+        let start = commit.to_string();
+        self.with_git(move |g| {
+            let mut current = start;
+            for _ in 0..200 {
+                let Ok(parent) = g.resolve(&format!("{current}^")) else {
+                    return Ok(None);
+                };
+                if let Some(text) = g.read_note(&state_ref, &parent)?
+                    && StateNote::parse(&text).is_ok_and(|s| s.valid)
+                {
+                    return Ok(Some(parent));
+                }
+                current = parent;
+            }
+            Ok(None)
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    async fn write_notes(
+        &mut self,
+        report: &PassReport,
+        force: bool,
+    ) -> Result<String, DaemonError> {
+        let state = report::state_note(report);
+        let note = report::human_note(report);
+        let wrote_anything = report.counts().iter().any(|(a, n)| {
+            *n > 0 && !matches!(a, report::Action::Unchanged | report::Action::Skipped)
+        });
+        if !force && !wrote_anything && self.last_state.as_ref() == Some(&state) {
+            return Ok(note);
+        }
+        let notes = vec![
+            Note {
+                notes_ref: self.options().notes_ref.clone(),
+                commit: report.commit.clone(),
+                text: note.clone(),
+            },
+            Note {
+                notes_ref: self.options().state_ref(),
+                commit: report.commit.clone(),
+                text: state.to_text(),
+            },
+        ];
+        let push = self.options().push_notes;
+        let result = self
+            .with_git(move |g| {
+                let push = push.unwrap_or_else(|| g.is_remote());
+                g.publish_notes(&notes, push)
+            })
+            .await;
+        match result {
+            Ok(_) => {
+                info!(commit = %report.commit, "notes written");
+                self.last_state = Some(state);
+                Ok(note)
+            }
+            Err(e) => {
+                error!(error = %e, "writing notes failed");
+                Err(e)
+            }
+        }
+    }
+
+    /// `flotilla run`: poll every interval (or when a local repository's refs change), sync
+    /// new commits, re-run the last valid commit for retries; stop cleanly when `shutdown`
+    /// turns true (the pass in flight and its notes finish first).
+    pub async fn run(&mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), DaemonError> {
+        let watcher = self.with_git(|g| g.watch()).await.unwrap_or_else(|e| {
+            warn!(error = %e, "cannot watch the repository's refs; polling only");
+            None
+        });
+        let interval = self.options().interval;
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            match self.with_git(|g| g.poll()).await {
+                Ok(poll) => {
+                    let new = self.last_seen.as_deref() != Some(poll.commit.as_str());
+                    let result = if new {
+                        self.sync_commit(&poll.commit, true).await.map(|_| ())
+                    } else {
+                        self.resync().await
+                    };
+                    if let Err(e) = result {
+                        error!(error = %e, "sync failed; retrying next interval");
+                    }
+                }
+                Err(e) => error!(error = %e, "poll failed; retrying next interval"),
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = async {
+                    match &watcher {
+                        Some(w) => w.changed().await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        info!("stopped");
+        Ok(())
+    }
+
+    /// A pass of the desired state without a new commit: retries failed clusters and pairs,
+    /// writes notes only when something changed.
+    async fn resync(&mut self) -> Result<(), DaemonError> {
+        let Some((commit, subject, repo)) = self.last_valid.clone() else {
+            return Ok(());
+        };
+        let report = self.pass(&commit, &subject, &repo).await;
+        self.write_notes(&report, false).await?;
+        Ok(())
+    }
+}

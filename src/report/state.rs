@@ -1,0 +1,191 @@
+//! The JSON state note (`refs/notes/flotilla-state`): per cluster its effective labels and, per
+//! profile, status, applied commit and object hashes. Machines read this one: `flotilla status`,
+//! `plan` (labels of the last pass) and the daemon (was anything different from the last note?).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{ClusterStatus, PassReport, ProfileStatus};
+use crate::config::SyncMode;
+use crate::plan::Conflict;
+
+/// Schema version of [`StateNote`].
+pub const STATE_VERSION: u32 = 1;
+
+/// The state note of one commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StateNote {
+    /// [`STATE_VERSION`].
+    pub version: u32,
+    /// The commit the note is on.
+    pub commit: String,
+    /// Whether its config was valid.
+    pub valid: bool,
+    /// Validation errors of an invalid commit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+    /// For an invalid commit, the last valid one (still the desired state).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_commit: Option<String>,
+    /// Per cluster.
+    pub clusters: BTreeMap<String, ClusterState>,
+}
+
+/// One cluster in the state note.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterState {
+    /// Effective labels.
+    pub labels: BTreeMap<String, String>,
+    /// How it fared.
+    pub status: ClusterStatus,
+    /// Why it was unreachable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Per profile.
+    pub profiles: BTreeMap<String, ProfileState>,
+}
+
+/// One profile on one cluster in the state note.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProfileState {
+    /// Where it stands.
+    pub status: ProfileStatus,
+    /// Its syncMode (absent when removed from Git).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_mode: Option<SyncMode>,
+    /// Commit whose render is applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_commit: Option<String>,
+    /// Object key → hash of the rendered object.
+    pub objects: BTreeMap<String, String>,
+    /// Objects lost to other profiles.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflicts: Vec<Conflict>,
+    /// Errors and pending reasons.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+/// The state note for a pass.
+pub fn state_note(report: &PassReport) -> StateNote {
+    StateNote {
+        version: STATE_VERSION,
+        commit: report.commit.clone(),
+        valid: report.valid(),
+        errors: report.validation_errors.clone(),
+        desired_commit: report.desired_commit.clone(),
+        clusters: report
+            .clusters
+            .iter()
+            .map(|c| {
+                (
+                    c.name.clone(),
+                    ClusterState {
+                        labels: c.labels.clone(),
+                        status: c.status,
+                        error: c.error.clone(),
+                        profiles: c
+                            .profiles
+                            .iter()
+                            .map(|p| {
+                                (
+                                    p.profile.clone(),
+                                    ProfileState {
+                                        status: p.status,
+                                        sync_mode: p.sync_mode,
+                                        applied_commit: p.applied_commit.clone(),
+                                        objects: p.hashes.clone(),
+                                        conflicts: p.conflicts.clone(),
+                                        errors: p.errors.clone(),
+                                    },
+                                )
+                            })
+                            .collect(),
+                    },
+                )
+            })
+            .collect(),
+    }
+}
+
+impl StateNote {
+    /// Parses a state note read from Git.
+    pub fn parse(text: &str) -> Result<StateNote, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
+    /// Pretty JSON, stable (maps are sorted).
+    pub fn to_text(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default() + "\n"
+    }
+
+    /// `flotilla status`: one row per (cluster, profile).
+    pub fn table(&self) -> String {
+        let mut rows = vec![[
+            "CLUSTER".to_string(),
+            "PROFILE".to_string(),
+            "STATUS".to_string(),
+            "APPLIED".to_string(),
+            "OBJECTS".to_string(),
+            "DETAIL".to_string(),
+        ]];
+        for (name, cluster) in &self.clusters {
+            if cluster.profiles.is_empty() || cluster.status == ClusterStatus::Unreachable {
+                rows.push([
+                    name.clone(),
+                    "-".into(),
+                    format!("{:?}", cluster.status).to_lowercase(),
+                    "-".into(),
+                    "-".into(),
+                    cluster.error.clone().unwrap_or_default(),
+                ]);
+            }
+            for (profile, state) in &cluster.profiles {
+                let detail = state
+                    .errors
+                    .first()
+                    .cloned()
+                    .or_else(|| {
+                        state
+                            .conflicts
+                            .first()
+                            .map(|c| format!("conflict: {} owned by {}", c.key, c.winner))
+                    })
+                    .unwrap_or_default();
+                rows.push([
+                    name.clone(),
+                    profile.clone(),
+                    serde_json::to_value(state.status)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default(),
+                    state
+                        .applied_commit
+                        .as_deref()
+                        .map(|c| c.get(..12).unwrap_or(c).to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    state.objects.len().to_string(),
+                    detail.lines().next().unwrap_or_default().to_string(),
+                ]);
+            }
+        }
+        let widths: Vec<usize> = (0..6)
+            .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+            .collect();
+        let mut out = String::new();
+        for row in rows {
+            let line: Vec<String> = row
+                .iter()
+                .enumerate()
+                .map(|(i, cell)| format!("{cell:<w$}", w = widths[i]))
+                .collect();
+            out.push_str(line.join("  ").trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
