@@ -214,8 +214,13 @@ fn profile_section(out: &mut String, profile: &ProfileReport) {
     for remark in &profile.remarks {
         let _ = writeln!(out, "note: {remark}");
     }
+    let label = if profile.status == ProfileStatus::Pending {
+        "pending"
+    } else {
+        "error"
+    };
     for error in &profile.errors {
-        let _ = writeln!(out, "error: {error}");
+        let _ = writeln!(out, "{label}: {error}");
     }
     for conflict in &profile.conflicts {
         let _ = writeln!(
