@@ -530,15 +530,40 @@ async fn local_work_tree_is_read_in_place_and_watched() {
         .expect("a local repo is watched");
     write(&f.work.join("config/clusters/c.yaml"), "name: c\n");
     git(&f.work, &["add", "-A"]);
-    let started = Instant::now();
-    git(&f.work, &["commit", "-q", "-m", "add c"]);
+    // Commit on another thread while this one waits for the signal.
+    let work = f.work.clone();
+    let commit = tokio::task::spawn_blocking(move || git(&work, &["commit", "-q", "-m", "add c"]));
     tokio::time::timeout(Duration::from_secs(5), watcher.changed())
         .await
         .expect("the watcher signals a commit");
-    let elapsed = started.elapsed();
-    eprintln!("watch signalled {elapsed:?} after the commit started");
-    assert!(elapsed < Duration::from_secs(1), "{elapsed:?}");
+    let signalled = SystemTime::now();
+    commit.await.expect("git commit");
+    // Latency from the write of the branch ref to the signal.
+    let written = std::fs::metadata(f.work.join(".git/refs/heads/main"))
+        .and_then(|meta| meta.modified())
+        .expect("ref mtime");
+    let latency = signalled
+        .duration_since(written)
+        .expect("the signal came after the branch ref was written, not on an earlier event");
+    eprintln!("watch signalled {latency:?} after the branch ref was written");
+    assert!(latency < Duration::from_secs(1), "{latency:?}");
     assert_eq!(source.poll().expect("poll").commit, f.head());
+
+    // Reading the repository (our own polls, git log) must not wake the watcher, or the daemon
+    // would spin: drain the stored permit, read, and expect silence.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ = tokio::time::timeout(Duration::from_millis(10), watcher.changed()).await;
+    for _ in 0..3 {
+        source.poll().expect("poll");
+        source.snapshot("HEAD", None).expect("snapshot");
+    }
+    git(&f.work, &["log", "--oneline"]);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), watcher.changed())
+            .await
+            .is_err(),
+        "reads woke the watcher"
+    );
 
     // Notes on a local repository are written in place, never pushed.
     let head = f.head();
@@ -796,4 +821,209 @@ fn notes_push_rejected_by_the_server_gives_up_after_five_attempts() {
         source.read_note("flotilla", &head).expect("read"),
         Some("x\n".into())
     );
+}
+
+/// A throwaway OpenSSH server on a loopback port, running as the current user with its own host
+/// key and authorized key. Killed on drop.
+struct SshServer {
+    child: std::process::Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl SshServer {
+    /// `None` (the test is skipped) when sshd is not installed or we are not root, which sshd's
+    /// privilege separation needs.
+    fn start() -> Option<SshServer> {
+        let sshd = Path::new("/usr/sbin/sshd");
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0");
+        if !sshd.exists() || !root {
+            eprintln!("skipped: needs /usr/sbin/sshd (Debian openssh-server) and root");
+            return None;
+        }
+        std::fs::create_dir_all("/run/sshd").expect("privilege separation directory");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let keygen = |name: &str| {
+            let status = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+                .arg(dir.path().join(name))
+                .status()
+                .expect("ssh-keygen");
+            assert!(status.success());
+        };
+        keygen("host_key");
+        keygen("client_key");
+        keygen("other_key");
+        std::fs::copy(
+            dir.path().join("client_key.pub"),
+            dir.path().join("authorized_keys"),
+        )
+        .expect("authorized_keys");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let config = dir.path().join("sshd_config");
+        write(
+            &config,
+            &format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {dir}/host_key\nPidFile none\n\
+                 AuthorizedKeysFile {dir}/authorized_keys\nStrictModes no\nUsePAM no\n\
+                 PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+                 PermitRootLogin prohibit-password\nLogLevel ERROR\n",
+                dir = dir.path().display()
+            ),
+        );
+        let child = Command::new(sshd)
+            .arg("-D")
+            .arg("-e")
+            .arg("-f")
+            .arg(&config)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start sshd");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "sshd did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(SshServer { child, port, dir })
+    }
+
+    fn url(&self, path: &Path) -> String {
+        format!("ssh://root@127.0.0.1:{}{}", self.port, path.display())
+    }
+
+    fn key(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A known_hosts file listing `[127.0.0.1]:port` with the public key `pub_name`.
+    fn known_hosts(&self, pub_name: &str) -> PathBuf {
+        let public = std::fs::read_to_string(self.key(pub_name)).expect("public key");
+        let mut fields = public.split_whitespace();
+        let (kind, key) = (fields.next().expect("type"), fields.next().expect("key"));
+        let path = self.dir.path().join(format!("known_hosts-{pub_name}"));
+        write(
+            &path,
+            &format!("# test\n[127.0.0.1]:{} {kind} {key}\n", self.port),
+        );
+        path
+    }
+}
+
+impl Drop for SshServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn ssh_with_a_key_and_known_hosts() {
+    let Some(server) = SshServer::start() else {
+        return;
+    };
+    let f = Fixture::new();
+    let url = server.url(&f.bare);
+    let head = f.head();
+    let credentials = |key: &str, known_hosts: PathBuf, allow_unknown_hosts: bool| Credentials {
+        token: None,
+        ssh_key: Some(server.key(key)),
+        known_hosts: Some(known_hosts),
+        allow_unknown_hosts,
+    };
+    let trusted = server.known_hosts("host_key.pub");
+    let wrong_host_key = server.known_hosts("other_key.pub");
+    let empty = f.tmp.path().join("known_hosts-empty");
+    write(&empty, "");
+
+    // Host key listed, client key authorized: poll, snapshot and push notes.
+    let mut source = GitSource::open(
+        &url,
+        "main",
+        credentials("client_key", trusted.clone(), false),
+        &f.cache,
+    )
+    .expect("open");
+    assert_eq!(
+        source.poll().expect("poll over ssh"),
+        PollResult {
+            commit: head.clone(),
+            fetched: true
+        }
+    );
+    assert!(!source.poll().expect("second poll").fetched);
+    assert!(
+        source
+            .snapshot(&head, Some("config"))
+            .expect("snapshot")
+            .entry("clusters/a.yaml")
+            .is_some()
+    );
+    source
+        .publish_notes(
+            &[Note {
+                notes_ref: "flotilla".into(),
+                commit: head.clone(),
+                text: "synced over ssh\n".into(),
+            }],
+            true,
+        )
+        .expect("push over ssh");
+    assert_eq!(f.bare_note("flotilla", &head), "synced over ssh");
+
+    // Unknown host: refused, unless explicitly allowed.
+    let cache = f.tmp.path().join("cache2");
+    let err = GitSource::open(
+        &url,
+        "main",
+        credentials("client_key", empty.clone(), false),
+        &cache,
+    )
+    .expect("open")
+    .poll()
+    .expect_err("unknown host");
+    assert!(
+        matches!(&err, GitError::HostKey { reason, .. } if reason.contains("is not in")),
+        "{err:?}"
+    );
+    GitSource::open(&url, "main", credentials("client_key", empty, true), &cache)
+        .expect("open")
+        .poll()
+        .expect("unknown host allowed");
+
+    // A different key on record: refused even with allow_unknown_hosts.
+    let err = GitSource::open(
+        &url,
+        "main",
+        credentials("client_key", wrong_host_key, true),
+        &cache,
+    )
+    .expect("open")
+    .poll()
+    .expect_err("changed host key");
+    assert!(
+        matches!(&err, GitError::HostKey { reason, .. } if reason.contains("different key")),
+        "{err:?}"
+    );
+
+    // A key the server does not accept: a fast, clear authentication error.
+    let started = Instant::now();
+    let err = GitSource::open(
+        &url,
+        "main",
+        credentials("other_key", trusted, false),
+        &cache,
+    )
+    .expect("open")
+    .poll()
+    .expect_err("unauthorized key");
+    assert!(matches!(err, GitError::Auth { .. }), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(err.to_string().contains("--ssh-key"), "{err}");
 }

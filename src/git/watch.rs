@@ -37,7 +37,7 @@ impl RefWatcher {
 }
 
 /// True for the paths whose change can move the branch: loose refs under `refs/heads`,
-/// `packed-refs`, `HEAD`. Lock files (`main.lock`) are the first half of an update; the rename
+/// `packed-refs`, `HEAD` (the caller ignores mere reads of them). Lock files (`main.lock`) are the first half of an update; the rename
 /// to the final name is the event that counts.
 fn relevant(path: &Path, heads: &Path) -> bool {
     if path.extension().is_some_and(|ext| ext == "lock") {
@@ -65,10 +65,12 @@ impl GitSource {
         let repo = self.display.clone();
         let handler = move |event: notify::Result<notify::Event>| match event {
             Ok(event) => {
-                if event
-                    .paths
-                    .iter()
-                    .any(|path| relevant(path, &heads_in_handler))
+                // Reads (our own polls included) raise Access events: waking on them would loop.
+                if !matches!(event.kind, notify::EventKind::Access(_))
+                    && event
+                        .paths
+                        .iter()
+                        .any(|path| relevant(path, &heads_in_handler))
                 {
                     tracing::debug!(repo = %repo, paths = ?event.paths, "refs changed");
                     signal.notify_one();
