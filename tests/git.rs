@@ -692,6 +692,15 @@ fn smart_http_with_a_token() {
             .expect("push notes over http");
         assert_eq!(report.pushed.len(), 1);
         assert_eq!(f.bare_note("flotilla", &head), "synced over http");
+        // libgit2 streams the pack with Transfer-Encoding: chunked; the server decoded it.
+        assert!(
+            server
+                .log()
+                .iter()
+                .any(|line| line.contains("git-receive-pack") && line.contains("chunked) -> 200")),
+            "{:#?}",
+            server.log()
+        );
 
         let second = f.commit_and_push("config/clusters/b.yaml", "name: b\n", "add b");
         let poll = source.poll().expect("poll after a push");

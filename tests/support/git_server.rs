@@ -104,7 +104,8 @@ impl GitHttpServer {
         self.state.requests.load(Ordering::SeqCst)
     }
 
-    /// One line per request: `METHOD /path?query -> status` (never a header).
+    /// One line per request: `METHOD /path?query (N body bytes[, chunked]) -> status` (never a
+    /// header, so never a credential).
     pub fn log(&self) -> Vec<String> {
         self.state.log.lock().expect("log lock").clone()
     }
@@ -127,6 +128,8 @@ struct Request {
     query: String,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
+    /// The body came with `Transfer-Encoding: chunked`.
+    chunked: bool,
 }
 
 impl Request {
@@ -162,11 +165,12 @@ fn serve(state: &State, stream: TcpStream) -> std::io::Result<()> {
             ),
         ),
     };
-    state
-        .log
-        .lock()
-        .expect("log lock")
-        .push(format!("{} {target} -> {status}", request.method));
+    state.log.lock().expect("log lock").push(format!(
+        "{} {target} ({} body bytes{}) -> {status}",
+        request.method,
+        request.body.len(),
+        if request.chunked { ", chunked" } else { "" }
+    ));
     writer.write_all(&response)?;
     writer.flush()?;
     Ok(())
@@ -192,6 +196,7 @@ fn read_request(
         query: query.to_string(),
         headers: Vec::new(),
         body: Vec::new(),
+        chunked: false,
     };
     loop {
         let mut header = String::new();
@@ -219,6 +224,7 @@ fn read_request(
         .header("Transfer-Encoding")
         .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
     if chunked {
+        request.chunked = true;
         request.body = read_chunked(reader)?;
     } else if let Some(length) = request.header("Content-Length") {
         let length: usize = length
