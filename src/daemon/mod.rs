@@ -161,13 +161,11 @@ impl Backoff {
         self.failures
             .iter()
             .filter(|(_, (_, until))| *until > now)
-            .map(|(name, (n, until))| {
+            .map(|(name, (n, _))| {
+                // No countdown in the text: the note is rewritten only when the state changes.
                 (
                     name.clone(),
-                    format!(
-                        "unreachable {n} times in a row; next attempt in {}s",
-                        until.saturating_duration_since(now).as_secs().max(1)
-                    ),
+                    format!("unreachable {n} times in a row; retrying with backoff"),
                 )
             })
             .collect()

@@ -34,6 +34,9 @@ struct Reached {
     facts: ClusterFacts,
     remote: BTreeMap<String, Inventory>,
     local: BTreeMap<String, Inventory>,
+    /// Why the management cluster's inventories for this cluster could not be read: Local
+    /// objects are then left alone this pass (applying without the inventory could orphan).
+    local_error: Option<String>,
 }
 
 /// Runs one pass of `repo` (valid, at `commit`) over every cluster not in `skip`.
@@ -181,11 +184,14 @@ async fn reach(
     )
     .await
     .map_err(|e| e.to_string())?;
-    let local = match management {
-        Some(m) => inventory::list(&m.client, &m.name, &cluster.name, Destination::Local)
-            .await
-            .map_err(|e| format!("management cluster: {e}"))?,
-        None => BTreeMap::new(),
+    let (local, local_error) = match management {
+        Some(m) => {
+            match inventory::list(&m.client, &m.name, &cluster.name, Destination::Local).await {
+                Ok(local) => (local, None),
+                Err(e) => (BTreeMap::new(), Some(format!("management cluster: {e}"))),
+            }
+        }
+        None => (BTreeMap::new(), None),
     };
     Ok(Reached {
         target,
@@ -193,6 +199,7 @@ async fn reach(
         facts,
         remote,
         local,
+        local_error,
     })
 }
 
@@ -512,6 +519,13 @@ async fn deploy(
         let target = match destination {
             Destination::Remote => &reached.target,
             Destination::Local => match management {
+                Some(_) if reached.local_error.is_some() => {
+                    report.errors.push(format!(
+                        "Local objects not applied: {}",
+                        reached.local_error.as_deref().unwrap_or_default()
+                    ));
+                    continue;
+                }
                 Some(m) => m,
                 None => {
                     report.errors.push(
