@@ -1,6 +1,7 @@
 //! The git adapter against real repositories made with the `git` CLI: a file:// remote, a local
 //! work tree and a local bare repository, and a smart-HTTP remote behind a token
-//! (`git http-backend` served by `support::git_server`). No mocks.
+//! (`git http-backend` served by `support::git_server`), and an ssh remote served by a throwaway
+//! `sshd` (skipped, with a message, where openssh-server is not installed). No mocks.
 
 mod support;
 

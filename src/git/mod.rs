@@ -6,6 +6,13 @@
 //! place and never fetched from or pushed to. Everything here is synchronous: the daemon calls it
 //! from `spawn_blocking`. Credentials never leave this module: URLs are shown redacted and
 //! libgit2's messages are scrubbed before they go into a [`GitError`].
+//!
+//! Known limits: a fetch replaces the mirror's `refs/notes/*` with the remote's, so a note whose
+//! push failed is only kept until the branch next moves (the daemon writes a fresh note for the
+//! new commit); hashed `known_hosts` entries are only understood through libgit2's own check of
+//! `~/.ssh/known_hosts` (see `known_hosts.rs`); the mirror is never garbage-collected (each fetch
+//! adds a pack; `git gc` on it is safe while the daemon is stopped); libgit2's network timeouts
+//! are process-wide and left at their defaults here.
 
 mod auth;
 mod known_hosts;
