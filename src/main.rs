@@ -226,6 +226,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format, cli.verbose);
+    set_git_timeouts();
     let result = match cli.command {
         Command::Validate { path } => validate(&path),
         Command::Render {
@@ -255,6 +256,19 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// libgit2 has no timeouts by default: a hung git server would block a poll forever. Set once,
+/// before any thread starts (the setters are process-wide and not thread-safe).
+fn set_git_timeouts() {
+    // SAFETY: called at the start of main, before the runtime or any other thread exists.
+    let result = unsafe {
+        git2::opts::set_server_connect_timeout_in_milliseconds(15_000)
+            .and_then(|()| git2::opts::set_server_timeout_in_milliseconds(60_000))
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "could not set git network timeouts");
     }
 }
 
@@ -476,6 +490,9 @@ fn status(
         None => source.poll()?.commit,
     };
     let state_ref = format!("{notes_ref}-state");
+    if let Err(e) = source.fetch_notes(&state_ref) {
+        tracing::warn!(error = %e, "could not refresh the notes from the remote; showing the mirror's");
+    }
     let Some(text) = source.read_note(&state_ref, &commit)? else {
         println!(
             "commit {}: no flotilla state note ({state_ref}); it has not been synced yet",

@@ -55,6 +55,16 @@ fn full_notes_ref(notes_ref: &str) -> String {
 }
 
 impl GitSource {
+    /// Refreshes a notes ref of the mirror from the remote, so `flotilla status` shows what a
+    /// daemon elsewhere pushed even when the branch did not move. Nothing to do for a local
+    /// repository.
+    pub fn fetch_notes(&self, notes_ref: &str) -> Result<(), GitError> {
+        if !self.is_remote() {
+            return Ok(());
+        }
+        self.fetch_force(&full_notes_ref(notes_ref))
+    }
+
     /// The note on `commit` under `notes_ref` (`refs/notes/flotilla` or `flotilla`), or `None`
     /// when there is none (or the notes ref does not exist yet).
     pub fn read_note(&self, notes_ref: &str, commit: &str) -> Result<Option<String>, GitError> {
