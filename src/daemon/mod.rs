@@ -15,7 +15,7 @@ use tracing::{Instrument as _, error, info, info_span, warn};
 use crate::cluster::{self, ClusterError, Target};
 use crate::config::{self, Cluster, ConfigRepo, KubeconfigRef};
 use crate::git::{self, GitError, GitSource, Note};
-use crate::report::{self, ClusterStatus, PassReport, StateNote};
+use crate::report::{self, ClusterStatus, PassReport, ProfileStatus, StateNote};
 
 pub use pass::run_pass;
 
@@ -138,6 +138,24 @@ impl Fleet {
     }
 }
 
+/// Whether two state notes of a commit say the same: a profile the earlier pass wrote
+/// (`applied`) and a later pass found untouched (`inSync`) is one state, so a quiet retry pass
+/// does not overwrite the note that says what the commit changed with "nothing changed".
+fn same_state(last: &StateNote, new: &StateNote) -> bool {
+    fn settled(state: &StateNote) -> StateNote {
+        let mut state = state.clone();
+        for cluster in state.clusters.values_mut() {
+            for profile in cluster.profiles.values_mut() {
+                if profile.status == ProfileStatus::Applied {
+                    profile.status = ProfileStatus::InSync;
+                }
+            }
+        }
+        state
+    }
+    last == new || settled(last) == settled(new)
+}
+
 /// What one commit turned into.
 pub struct Synced {
     /// The pass (or the invalid-commit report).
@@ -149,7 +167,8 @@ pub struct Synced {
 /// Per-cluster exponential backoff after a cluster was unreachable.
 #[derive(Debug, Default)]
 struct Backoff {
-    failures: BTreeMap<String, (u32, tokio::time::Instant)>,
+    /// Failures in a row, when to try again, and the last error (shown while skipped).
+    failures: BTreeMap<String, (u32, tokio::time::Instant, String)>,
 }
 
 impl Backoff {
@@ -160,12 +179,12 @@ impl Backoff {
     fn skipped(&self, now: tokio::time::Instant) -> BTreeMap<String, String> {
         self.failures
             .iter()
-            .filter(|(_, (_, until))| *until > now)
-            .map(|(name, (n, _))| {
+            .filter(|(_, (_, until, _))| *until > now)
+            .map(|(name, (n, _, error))| {
                 // No countdown in the text: the note is rewritten only when the state changes.
                 (
                     name.clone(),
-                    format!("unreachable {n} times in a row; retrying with backoff"),
+                    format!("unreachable {n} times in a row; retrying with backoff: {error}"),
                 )
             })
             .collect()
@@ -182,11 +201,13 @@ impl Backoff {
                 continue;
             }
             if cluster.status == ClusterStatus::Unreachable {
-                let n = self.failures.get(&cluster.name).map_or(0, |(n, _)| *n) + 1;
+                let n = self.failures.get(&cluster.name).map_or(0, |(n, _, _)| *n) + 1;
                 let delay = Self::FIRST
                     .saturating_mul(2u32.saturating_pow(n.saturating_sub(1).min(16)))
                     .min(Self::MAX);
-                self.failures.insert(cluster.name.clone(), (n, now + delay));
+                let error = cluster.error.clone().unwrap_or_else(|| "no answer".into());
+                self.failures
+                    .insert(cluster.name.clone(), (n, now + delay, error));
             } else {
                 self.failures.remove(&cluster.name);
             }
@@ -345,7 +366,13 @@ impl Daemon {
         let wrote_anything = report.counts().iter().any(|(a, n)| {
             *n > 0 && !matches!(a, report::Action::Unchanged | report::Action::Skipped)
         });
-        if !force && !wrote_anything && self.last_state.as_ref() == Some(&state) {
+        if !force
+            && !wrote_anything
+            && self
+                .last_state
+                .as_ref()
+                .is_some_and(|last| same_state(last, &state))
+        {
             return Ok(note);
         }
         let notes = vec![
