@@ -291,7 +291,10 @@ fn inventory_of(request: &ApplyRequest<'_>, objects: BTreeMap<String, Entry>) ->
         profile: request.profile.to_string(),
         cluster: request.cluster.to_string(),
         destination: request.destination,
-        deployed: request.deployed.clone(),
+        deployed: Deployed {
+            complete: objects.values().all(|e| !e.hash.is_empty()),
+            ..request.deployed.clone()
+        },
         objects,
     }
 }

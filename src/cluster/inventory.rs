@@ -147,6 +147,7 @@ fn decode(cm: &ConfigMap, cluster: &str, destination: Destination) -> Result<Inv
             commit: field("commit")?,
             sync_mode,
             stop_matching,
+            complete: entries.iter().all(|e| !e.hash.is_empty()),
         },
         objects: entries.into_iter().map(|e| (entry_key(&e), e)).collect(),
     })

@@ -208,9 +208,16 @@ fn deployed_profiles(
     remote: &BTreeMap<String, Inventory>,
     local: &BTreeMap<String, Inventory>,
 ) -> BTreeMap<String, Deployed> {
-    let mut out = BTreeMap::new();
+    let mut out: BTreeMap<String, Deployed> = BTreeMap::new();
     for inv in local.values().chain(remote.values()) {
-        out.insert(inv.profile.clone(), inv.deployed.clone());
+        let complete = inv.deployed.complete && out.get(&inv.profile).is_none_or(|d| d.complete);
+        out.insert(
+            inv.profile.clone(),
+            Deployed {
+                complete,
+                ..inv.deployed.clone()
+            },
+        );
     }
     out
 }
@@ -502,6 +509,7 @@ async fn deploy(
         commit: commit.to_string(),
         sync_mode: mode,
         stop_matching: profile.spec.stop_matching_behavior,
+        complete: true,
     };
     let dry_run = mode == SyncMode::DryRun;
     let mut wrote = false;

@@ -23,6 +23,9 @@ pub struct Deployed {
     pub sync_mode: SyncMode,
     /// Honoured when the profile is removed from Git, since its document is gone then.
     pub stop_matching: StopMatchingBehavior,
+    /// Every object of that write was applied (none failed or is still in flight): only then
+    /// has a OneTime profile applied once, and holds.
+    pub complete: bool,
 }
 
 /// Why a profile leaves a cluster.
@@ -157,6 +160,7 @@ pub fn plan_cluster(
     for profile in targeted {
         if profile.spec.sync_mode == SyncMode::OneTime
             && let Some(was) = deployed.get(&profile.name)
+            && was.complete
         {
             steps.push(Step::Hold {
                 profile: profile.name.clone(),
@@ -252,6 +256,7 @@ mod tests {
             commit: "abc".into(),
             sync_mode: mode,
             stop_matching: stop,
+            complete: true,
         }
     }
 
@@ -351,6 +356,30 @@ mod tests {
                     Step::Hold {
                         profile: "once".into(),
                         commit: "abc".into(),
+                    },
+                ],
+            ),
+            (
+                "OneTime whose first write did not complete deploys again",
+                BTreeMap::from([(
+                    "once".to_string(),
+                    Deployed {
+                        complete: false,
+                        ..deployed(SyncMode::OneTime, StopMatchingBehavior::WithdrawPolicies)
+                    },
+                )]),
+                vec![
+                    Step::Deploy {
+                        profile: "cont".into(),
+                        after: vec![],
+                    },
+                    Step::Deploy {
+                        profile: "needs".into(),
+                        after: vec!["cont".into()],
+                    },
+                    Step::Deploy {
+                        profile: "once".into(),
+                        after: vec![],
                     },
                 ],
             ),
