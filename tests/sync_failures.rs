@@ -1172,3 +1172,116 @@ async fn a_commit_in_a_local_repository_is_applied_within_seconds() {
     eprintln!("the daemon exited {took:?} after SIGTERM: {status}");
     assert_eq!(status.code(), Some(0), "{}", daemon.log());
 }
+
+// ------------------------------------------------------------------- persistent apply error
+
+/// The running daemon retries a failing (profile, cluster) every interval, but the same failure
+/// again is no news: the note is written once, not once per pass; the retry that succeeds
+/// rewrites it (DESIGN §4).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_persistent_apply_error_is_retried_without_rewriting_the_note_every_pass() {
+    let fleet = ControlPlanes::builder().names(&["one"]).start();
+    let client = fleet.client("one").await;
+    let repo = ConfigRepo::new();
+    repo.write(
+        "clusters/fleet.yaml",
+        &clusters_yaml(&[("one", "env: prod")]),
+    )
+    .write(
+        "manifests/app/first.yaml",
+        &configmap_yaml("later", "first", &[("k", "v")]),
+    )
+    .write(
+        "profiles/p.yaml",
+        &profile_yaml(
+            "app",
+            "  clusterSelector: {}\n  policyRefs:\n  - {path: manifests/app}\n",
+        ),
+    );
+    let commit = repo.commit("a ConfigMap in a namespace that does not exist yet");
+    let daemon = Daemon::spawn(&[
+        "--repo".as_ref(),
+        repo.url().as_ref(),
+        "--kubeconfig-dir".as_ref(),
+        fleet.dir().as_os_str(),
+        "--cache-dir".as_ref(),
+        repo.cache_dir().as_os_str(),
+        "--interval".as_ref(),
+        "1s".as_ref(),
+    ]);
+    let notes_commits = || {
+        git(
+            &repo.bare(),
+            &["rev-list", "--count", "refs/notes/flotilla"],
+        )
+        .trim()
+        .parse::<usize>()
+        .expect("a count")
+    };
+    let noted = wait_until(
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async { repo.note("refs/notes/flotilla", &commit).is_some() },
+    )
+    .await;
+    assert!(noted.is_some(), "no note:\n{}", daemon.log());
+    let state = repo.state(&commit);
+    assert_eq!(
+        state["clusters"]["one"]["profiles"]["app"]["status"], "failed",
+        "{state:#}"
+    );
+    let first = notes_commits();
+    let writes = fleet.write_requests("one").len();
+
+    // Several passes later: retried (more write attempts), but the note was not rewritten.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let retries = fleet.write_requests("one").len() - writes;
+    let rewrites = notes_commits() - first;
+    eprintln!("in 5 s at --interval 1s: {retries} write attempts, {rewrites} note rewrites");
+    assert!(
+        retries > 0,
+        "the failing pair was not retried:\n{}",
+        daemon.log()
+    );
+    assert_eq!(
+        rewrites,
+        0,
+        "the same failure rewrote the note:\n{}",
+        daemon.log()
+    );
+
+    // The namespace appears out of band: the next retry succeeds and rewrites the note once.
+    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+        kube::Api::all(client.clone());
+    let ns: k8s_openapi::api::core::v1::Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "later"}}))
+            .expect("namespace");
+    namespaces
+        .create(&Default::default(), &ns)
+        .await
+        .expect("create the namespace");
+    let applied = wait_until(
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async {
+            configmap(&client, "later", "first").await.is_some()
+                && repo.state(&commit)["clusters"]["one"]["profiles"]["app"]["status"] == "applied"
+        },
+    )
+    .await;
+    assert!(
+        applied.is_some(),
+        "the retry did not succeed:\n{}",
+        daemon.log()
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let note = repo.note("refs/notes/flotilla", &commit).expect("note");
+    assert!(note.contains("created ConfigMap/later/first"), "{note}");
+    assert!(!note.contains("FAILED"), "{note}");
+    assert_eq!(
+        notes_commits(),
+        first + 1,
+        "one rewrite for the successful retry, none after:\n{}",
+        daemon.log()
+    );
+}

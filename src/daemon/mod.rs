@@ -363,8 +363,14 @@ impl Daemon {
     ) -> Result<String, DaemonError> {
         let state = report::state_note(report);
         let note = report::human_note(report);
+        // A failed write changed nothing: the same failure again is no news (the state
+        // comparison below still catches a different error).
         let wrote_anything = report.counts().iter().any(|(a, n)| {
-            *n > 0 && !matches!(a, report::Action::Unchanged | report::Action::Skipped)
+            *n > 0
+                && !matches!(
+                    a,
+                    report::Action::Unchanged | report::Action::Skipped | report::Action::Failed
+                )
         });
         if !force
             && !wrote_anything
