@@ -1141,3 +1141,126 @@ async fn one_time_retries_until_it_has_applied_once() {
         "{state:#}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_object_taken_over_by_a_lower_tier_stays_with_its_owner_on_a_tie_and_returns_when_it_goes()
+ {
+    let fleet = ControlPlanes::builder().names(&["one"]).start();
+    let client = fleet.client("one").await;
+    let repo = ConfigRepo::new();
+    let by = |client: kube::Client| async move {
+        let data = configmap(&client, "default", "moved").await;
+        let meta = configmap_meta(&client, "default", "moved").await;
+        (
+            data.and_then(|d| d.get("by").cloned()),
+            meta.and_then(|(_, a)| a.get("flotilla.dev/profile").cloned()),
+        )
+    };
+    let profiles = |new_tier: Option<u32>| -> String {
+        let mut text = profile_yaml(
+            "z-old",
+            "  clusterSelector: {}\n  tier: 100\n  policyRefs:\n  - {path: manifests/z-old.yaml}\n",
+        );
+        if let Some(tier) = new_tier {
+            text.push_str(&profile_yaml(
+                "b-new",
+                &format!(
+                    "  clusterSelector: {{}}\n  tier: {tier}\n  policyRefs:\n  - {{path: manifests/b-new.yaml}}\n"
+                ),
+            ));
+        }
+        text
+    };
+    repo.write("clusters/c.yaml", &clusters_yaml(&[("one", "env: prod")]))
+        .write(
+            "manifests/z-old.yaml",
+            &[
+                configmap_yaml("default", "moved", &[("by", "z-old")]),
+                configmap_yaml("default", "z-extra", &[("k", "v")]),
+            ]
+            .concat(),
+        )
+        .write(
+            "manifests/b-new.yaml",
+            &configmap_yaml("default", "moved", &[("by", "b-new")]),
+        )
+        .write("profiles/p.yaml", &profiles(None));
+    repo.commit("z-old deploys");
+    let run = sync_once(&repo, &fleet, &[]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(
+        by(client.clone()).await,
+        (Some("z-old".into()), Some("z-old".into()))
+    );
+
+    // A lower tier takes the object over.
+    repo.write("profiles/p.yaml", &profiles(Some(50)));
+    let commit = repo.commit("b-new, tier 50");
+    let run = sync_once(&repo, &fleet, &[]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(
+        by(client.clone()).await,
+        (Some("b-new".into()), Some("b-new".into())),
+        "{}",
+        run.stdout
+    );
+    assert!(configmap(&client, "default", "z-extra").await.is_some());
+    let state = repo.state(&commit);
+    let z_old = &state["clusters"]["one"]["profiles"]["z-old"];
+    assert_eq!(z_old["status"], "conflict", "{state:#}");
+    // The loser keeps what it applied but no longer claims what it lost.
+    assert_eq!(
+        z_old["objects"]
+            .as_object()
+            .map(|o| o.keys().cloned().collect::<Vec<_>>()),
+        Some(vec!["ConfigMap/default/z-extra".to_string()]),
+        "{state:#}"
+    );
+    let note = repo.note("refs/notes/flotilla", &commit).expect("note");
+    assert!(
+        note.contains("skipped ConfigMap/default/moved (now applied by profile b-new)"),
+        "{note}"
+    );
+    // Losing again writes nothing: a pass without a new commit makes no write request.
+    let before = fleet.write_requests("one").len();
+    let run = sync_once(&repo, &fleet, &[]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    let writes = fleet.write_requests("one");
+    assert_eq!(writes.len(), before, "{:?}", &writes[before..]);
+
+    // Same tier now: the current owner (b-new) keeps it.
+    repo.write("profiles/p.yaml", &profiles(Some(100)));
+    let commit = repo.commit("b-new, tier 100");
+    let run = sync_once(&repo, &fleet, &[]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(
+        by(client.clone()).await,
+        (Some("b-new".into()), Some("b-new".into())),
+        "on a tie the current owner keeps the object:\n{}",
+        run.stdout
+    );
+    let state = repo.state(&commit);
+    assert_eq!(
+        state["clusters"]["one"]["profiles"]["z-old"]["conflicts"][0]["reason"],
+        "same tier 100; b-new owns it already",
+        "{state:#}"
+    );
+
+    // b-new goes: its withdraw deletes the object, and z-old, the only claimant left, applies
+    // it again in the same pass.
+    repo.write("profiles/p.yaml", &profiles(None));
+    let commit = repo.commit("b-new removed");
+    let run = sync_once(&repo, &fleet, &[]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(
+        by(client.clone()).await,
+        (Some("z-old".into()), Some("z-old".into())),
+        "the object returns to z-old:\n{}",
+        run.stdout
+    );
+    let state = repo.state(&commit);
+    assert_eq!(
+        state["clusters"]["one"]["profiles"]["z-old"]["status"], "applied",
+        "{state:#}"
+    );
+}

@@ -277,6 +277,37 @@ pub async fn withdraw(target: &Target, inventory: &Inventory, leave: bool) -> Ou
     out
 }
 
+/// Drops the keys another profile won (key → winner) from an inventory, touching no object: for
+/// a profile that lost a conflict and is not applied, so it no longer claims them.
+pub async fn release(
+    target: &Target,
+    inventory: &Inventory,
+    released: &BTreeMap<String, String>,
+) -> Outcome {
+    let mut out = Outcome::default();
+    let mut kept = inventory.clone();
+    kept.objects.retain(|key, _| !released.contains_key(key));
+    if kept.objects.len() == inventory.objects.len() {
+        return out;
+    }
+    kept.deployed.complete = kept.objects.values().all(|e| !e.hash.is_empty());
+    for (key, winner) in released {
+        if inventory.objects.contains_key(key) {
+            out.changes.push(ObjectChange {
+                key: key.clone(),
+                action: Action::Skipped,
+                diff: None,
+                detail: Some(format!("now applied by profile {winner}")),
+            });
+        }
+    }
+    out.wrote = true;
+    if let Err(e) = inventory::write(&target.client, &target.name, &kept).await {
+        out.errors.push(e.to_string());
+    }
+    out
+}
+
 fn unchanged(key: &str) -> ObjectChange {
     ObjectChange {
         key: key.to_string(),

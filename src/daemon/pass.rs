@@ -500,7 +500,32 @@ async fn deploy(
     report.conflicts = conflicts;
     if !report.conflicts.is_empty() && !profile.spec.continue_on_conflict {
         report.status = ProfileStatus::Conflict;
+        // Nothing is applied, but what another profile won leaves this inventory, as with
+        // continueOnConflict: a stale claim would win later ties and skip writes it must make.
+        for (destination, previous, target, prefix) in [
+            (
+                Destination::Remote,
+                reached.remote.get(&profile.name),
+                Some(&reached.target),
+                "",
+            ),
+            (
+                Destination::Local,
+                reached.local.get(&profile.name),
+                management,
+                LOCAL_PREFIX,
+            ),
+        ] {
+            if let (Some(previous), Some(target)) = (previous, target) {
+                let released = released_at(&report.conflicts, destination);
+                let outcome = apply::release(target, previous, &released).await;
+                merge(&mut report, outcome, prefix);
+            }
+        }
         report.hashes = hashes_of(reached, &profile.name);
+        for conflict in &report.conflicts {
+            report.hashes.remove(&conflict.key);
+        }
         report.applied_commit = applied_commit_of(reached, &profile.name);
         return report;
     }
@@ -548,18 +573,7 @@ async fn deploy(
             .filter(|o| !lost.contains(&format!("{prefix}{}", object_key(o))))
             .collect();
         // Objects this profile lost to another one leave its inventory without being deleted.
-        let released: BTreeMap<String, String> = report
-            .conflicts
-            .iter()
-            .filter_map(|c| {
-                let key = match destination {
-                    Destination::Local => c.key.strip_prefix(LOCAL_PREFIX)?,
-                    Destination::Remote if c.key.starts_with(LOCAL_PREFIX) => return None,
-                    Destination::Remote => c.key.as_str(),
-                };
-                Some((key.to_string(), c.winner.clone()))
-            })
-            .collect();
+        let released = released_at(&report.conflicts, destination);
         let outcome: Outcome = apply::apply(ApplyRequest {
             target,
             cluster,
@@ -600,6 +614,21 @@ async fn deploy(
         info!(profile = %profile.name, changed, "applied");
     }
     report
+}
+
+/// The lost objects at one destination (keys without the destination prefix) → their winner.
+fn released_at(conflicts: &[Conflict], destination: Destination) -> BTreeMap<String, String> {
+    conflicts
+        .iter()
+        .filter_map(|c| {
+            let key = match destination {
+                Destination::Local => c.key.strip_prefix(LOCAL_PREFIX)?,
+                Destination::Remote if c.key.starts_with(LOCAL_PREFIX) => return None,
+                Destination::Remote => c.key.as_str(),
+            };
+            Some((key.to_string(), c.winner.clone()))
+        })
+        .collect()
 }
 
 fn merge(report: &mut ProfileReport, outcome: Outcome, prefix: &str) {
