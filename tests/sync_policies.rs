@@ -1264,3 +1264,98 @@ async fn an_object_taken_over_by_a_lower_tier_stays_with_its_owner_on_a_tie_and_
         "{state:#}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dry_run_profile_never_takes_an_object_from_an_applied_one() {
+    let fleet = ControlPlanes::builder().names(&["one"]).start();
+    let client = fleet.client("one").await;
+    let repo = ConfigRepo::new();
+    let real = |version: &str| configmap_yaml("default", "previewed", &[("v", version)]);
+    repo.write("clusters/c.yaml", &clusters_yaml(&[("one", "env: prod")]))
+        .write("manifests/real.yaml", &real("1"))
+        .write(
+            "manifests/preview.yaml",
+            &configmap_yaml("default", "previewed", &[("v", "preview")]),
+        )
+        .write(
+            "profiles/p.yaml",
+            &[
+                profile_yaml(
+                    "real",
+                    "  clusterSelector: {}\n  tier: 100\n  policyRefs:\n  - {path: manifests/real.yaml}\n",
+                ),
+                // Would win on tier, and would lose on tier: neither may change what real does.
+                profile_yaml(
+                    "preview-wins",
+                    "  clusterSelector: {}\n  tier: 10\n  syncMode: DryRun\n  policyRefs:\n  - {path: manifests/preview.yaml}\n",
+                ),
+                profile_yaml(
+                    "preview-loses",
+                    "  clusterSelector: {}\n  tier: 200\n  syncMode: DryRun\n  policyRefs:\n  - {path: manifests/preview.yaml}\n",
+                ),
+            ]
+            .concat(),
+        );
+    let commit = repo.commit("real and two previews");
+    let run = sync_once(&repo, &fleet, &[]);
+    let previewed = || async {
+        let data = configmap(&client, "default", "previewed").await;
+        let meta = configmap_meta(&client, "default", "previewed").await;
+        (
+            data.and_then(|d| d.get("v").cloned()),
+            meta.and_then(|(_, a)| a.get("flotilla.dev/profile").cloned()),
+        )
+    };
+    assert_eq!(
+        previewed().await,
+        (Some("1".into()), Some("real".into())),
+        "{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    let state = repo.state(&commit);
+    let profiles = &state["clusters"]["one"]["profiles"];
+    assert_eq!(profiles["real"]["status"], "applied", "{state:#}");
+    assert!(profiles["real"].get("conflicts").is_none(), "{state:#}");
+    assert_eq!(profiles["preview-wins"]["status"], "dryRun", "{state:#}");
+    assert_eq!(
+        profiles["preview-loses"]["conflicts"][0]["winner"], "real",
+        "{state:#}"
+    );
+    let note = repo.note("refs/notes/flotilla", &commit).expect("note");
+    // Against the live state when it runs: before or after real's write in the same pass.
+    assert!(
+        note.contains("would create ConfigMap/default/previewed")
+            || note.contains("would update ConfigMap/default/previewed"),
+        "{note}"
+    );
+    assert!(
+        note.contains("conflict: ConfigMap/default/previewed is applied by profile real"),
+        "{note}"
+    );
+
+    // The applied profile keeps applying new commits.
+    repo.write("manifests/real.yaml", &real("2"));
+    let commit = repo.commit("real v2");
+    let run = sync_once(&repo, &fleet, &[]);
+    assert_eq!(
+        previewed().await,
+        (Some("2".into()), Some("real".into())),
+        "{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    let note = repo.note("refs/notes/flotilla", &commit).expect("note");
+    assert!(
+        note.contains("would update ConfigMap/default/previewed\n```diff\n"),
+        "{note}"
+    );
+    assert!(
+        note.contains("+    flotilla.dev/profile: preview-wins"),
+        "{note}"
+    );
+    assert!(
+        note.contains("updated ConfigMap/default/previewed"),
+        "{note}"
+    );
+}

@@ -322,6 +322,7 @@ async fn sync_cluster(
                     key: format!("{prefix}{}", object_key(object)),
                     profile: profile.clone(),
                     tier: p.spec.tier,
+                    dry_run: p.spec.sync_mode == SyncMode::DryRun,
                 });
             }
         }
@@ -516,7 +517,10 @@ async fn deploy(
                 LOCAL_PREFIX,
             ),
         ] {
-            if let (Some(previous), Some(target)) = (previous, target) {
+            // DryRun writes nothing, not even its inventory.
+            if mode != SyncMode::DryRun
+                && let (Some(previous), Some(target)) = (previous, target)
+            {
                 let released = released_at(&report.conflicts, destination);
                 let outcome = apply::release(target, previous, &released).await;
                 merge(&mut report, outcome, prefix);

@@ -1,5 +1,6 @@
 //! Who owns an object two profiles render for the same cluster (DESIGN §3): the lower tier; on a
-//! tie the profile that owns it now; else the first by name.
+//! tie the profile that owns it now; else the first by name. A DryRun profile never takes an
+//! object from a profile that applies; it only learns whether it would.
 
 use std::collections::BTreeMap;
 
@@ -12,6 +13,8 @@ pub struct Claim {
     pub profile: String,
     /// Its tier.
     pub tier: u32,
+    /// The claiming profile is DryRun: it applies nothing, so it wins nothing from others.
+    pub dry_run: bool,
 }
 
 /// An object a profile lost to another.
@@ -43,18 +46,7 @@ pub fn resolve_conflicts(
             continue;
         }
         let owner = owners.get(key).map(String::as_str);
-        let Some(winner) = contenders.iter().copied().min_by(|a, b| {
-            a.tier
-                .cmp(&b.tier)
-                .then_with(|| {
-                    // The current owner sorts first on a tie.
-                    (owner != Some(a.profile.as_str())).cmp(&(owner != Some(b.profile.as_str())))
-                })
-                .then_with(|| a.profile.cmp(&b.profile))
-        }) else {
-            continue;
-        };
-        for loser in contenders.iter().filter(|c| c.profile != winner.profile) {
+        let mut lose = |loser: &Claim, winner: &Claim| {
             let reason = if winner.tier < loser.tier {
                 format!("tier {} beats tier {}", winner.tier, loser.tier)
             } else if owner == Some(winner.profile.as_str()) {
@@ -72,9 +64,39 @@ pub fn resolve_conflicts(
                     winner: winner.profile.clone(),
                     reason,
                 });
+        };
+        // Among the profiles that apply.
+        let applying: Vec<&Claim> = contenders.iter().copied().filter(|c| !c.dry_run).collect();
+        if let Some(winner) = winner_of(&applying, owner) {
+            for loser in applying.iter().filter(|c| c.profile != winner.profile) {
+                lose(loser, winner);
+            }
+        }
+        // Each DryRun profile against those, as if it applied too.
+        for dry in contenders.iter().copied().filter(|c| c.dry_run) {
+            let mut set = applying.clone();
+            set.push(dry);
+            if let Some(winner) = winner_of(&set, owner)
+                && winner.profile != dry.profile
+            {
+                lose(dry, winner);
+            }
         }
     }
     lost
+}
+
+/// The claim that wins among `set`: lowest tier, then the current owner, then first by name.
+fn winner_of<'c>(set: &[&'c Claim], owner: Option<&str>) -> Option<&'c Claim> {
+    set.iter().copied().min_by(|a, b| {
+        a.tier
+            .cmp(&b.tier)
+            .then_with(|| {
+                // The current owner sorts first on a tie.
+                (owner != Some(a.profile.as_str())).cmp(&(owner != Some(b.profile.as_str())))
+            })
+            .then_with(|| a.profile.cmp(&b.profile))
+    })
 }
 
 #[cfg(test)]
@@ -86,6 +108,14 @@ mod tests {
             key: key.into(),
             profile: profile.into(),
             tier,
+            dry_run: false,
+        }
+    }
+
+    fn dry(key: &str, profile: &str, tier: u32) -> Claim {
+        Claim {
+            dry_run: true,
+            ..claim(key, profile, tier)
         }
     }
 
@@ -134,6 +164,28 @@ mod tests {
                 vec![claim("k", "c", 5), claim("k", "a", 9), claim("k", "b", 5)],
                 vec![("k", "c")],
                 vec![("a", "c"), ("b", "c")],
+            ),
+            (
+                "a DryRun that would win takes nothing; one that would lose learns it",
+                vec![
+                    claim("k", "real", 100),
+                    dry("k", "dry-wins", 10),
+                    dry("k", "dry-loses", 200),
+                ],
+                vec![],
+                vec![("dry-loses", "real")],
+            ),
+            (
+                "DryRun profiles do not conflict with each other",
+                vec![dry("k", "a", 100), dry("k", "b", 100)],
+                vec![],
+                vec![],
+            ),
+            (
+                "a DryRun owner (once applied) keeps nothing from an applying profile",
+                vec![claim("k", "b", 100), dry("k", "a", 100)],
+                vec![("k", "a")],
+                vec![],
             ),
             (
                 "same profile twice is not a conflict",
