@@ -468,6 +468,17 @@ async fn served_for(target: &Target, object: &Value, set: &[Prepared]) -> Result
             .map_err(|e| e.to_string());
     };
     let crd_name = crd.object["metadata"]["name"].as_str().unwrap_or_default();
+    wait_served(target, crd_name, api_version, kind).await
+}
+
+/// Waits (at most [`CRD_WAIT`]) until CRD `crd_name` is Established and `api_version`/`kind`
+/// is served.
+async fn wait_served(
+    target: &Target,
+    crd_name: &str,
+    api_version: &str,
+    kind: &str,
+) -> Result<Served, String> {
     let deadline = tokio::time::Instant::now() + CRD_WAIT;
     loop {
         let established = crd_established(target, crd_name).await.unwrap_or(false);
@@ -537,12 +548,21 @@ async fn write_one(
     ) && !dry_run
     {
         // The CRD's kind may have changed (new version, scope); ask again when it is used.
+        // The profile is done only once its kinds are served, so that a profile depending on
+        // it can create their objects right away.
         if let Some(kind) = p.object.pointer("/spec/names/kind").and_then(Value::as_str)
             && let Some(group) = p.object.pointer("/spec/group").and_then(Value::as_str)
             && let Some(versions) = p.object.pointer("/spec/versions").and_then(Value::as_array)
         {
             for version in versions.iter().filter_map(|v| v.get("name")?.as_str()) {
                 target.discovery.forget(&format!("{group}/{version}"), kind);
+            }
+            let served = versions
+                .iter()
+                .filter(|v| v.get("served").and_then(Value::as_bool) != Some(false))
+                .filter_map(|v| v.get("name")?.as_str());
+            for version in served {
+                wait_served(target, name, &format!("{group}/{version}"), kind).await?;
             }
         }
     }
