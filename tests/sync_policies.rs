@@ -545,6 +545,9 @@ async fn max_update_one_updates_one_cluster_at_a_time() {
             "{name}"
         );
     }
+    // Identical changes on the three clusters: one section.
+    let note = repo.note("refs/notes/flotilla", &commit).expect("note");
+    assert!(note.contains("\n## c1, c2, c3\n"), "{note}");
     let state = repo.state(&commit);
     for cluster in ["c1", "c2", "c3"] {
         assert_eq!(
