@@ -515,8 +515,23 @@ async fn crd_established(target: &Target, name: &str) -> Result<bool, kube::Erro
         }))
 }
 
+/// `cluster X: apply ConfigMap/ns/name: <the API server's message> (Reason, HTTP code)`: the
+/// server's own words, without kube's debug dump of the whole Status.
 fn describe(target: &Target, key: &str, what: &str, e: &kube::Error) -> String {
-    format!("cluster {}: {what} {key}: {e}", target.name)
+    match e {
+        kube::Error::Api(status) => format!(
+            "cluster {}: {what} {key}: {} ({}, HTTP {})",
+            target.name,
+            status.message,
+            if status.reason.is_empty() {
+                "no reason"
+            } else {
+                status.reason.as_str()
+            },
+            status.code
+        ),
+        other => format!("cluster {}: {what} {key}: {other}", target.name),
+    }
 }
 
 /// Server-side apply (forced, manager `flotilla`) or its dry-run; the diff is live → result.
