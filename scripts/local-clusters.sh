@@ -85,33 +85,72 @@ PY
 }
 
 # alive PID DIR — PID runs and is ours: its command line mentions DIR (guards against pid reuse).
-# A zombie has an empty command line, so it counts as gone.
+# The command line is also empty while the process is inside execve (from the moment the new
+# program's memory replaces the old until its arguments are set up: milliseconds when the binary
+# is not in the page cache) and once it is exiting or a zombie. So an empty one is decided by
+# /proc/PID/stat: a zombie is gone; anything else that is not a kernel thread (they have no command
+# line either) counts as alive, since our shell just started it or it is still exiting.
 alive() {
-  local pid=$1 dir=$2 cmdline
-  cmdline="$({ tr '\0' ' ' < "/proc/$pid/cmdline"; } 2>/dev/null) " || return 1
-  [[ $cmdline == *"$dir/"* || $cmdline == *"$dir "* ]]
+  local pid=$1 dir=$2 cmdline stat fields
+  cmdline="$({ tr '\0' ' ' < "/proc/$pid/cmdline"; } 2>/dev/null)" || return 1
+  if [ -n "$cmdline" ]; then
+    [[ "$cmdline " == *"$dir/"* || "$cmdline " == *"$dir "* ]]
+    return
+  fi
+  { read -r stat < "/proc/$pid/stat"; } 2>/dev/null || return 1
+  # Fields after the parenthesised name: state (field 3) first, flags (field 9) seventh.
+  read -r -a fields <<<"${stat##*) }"
+  [[ ${fields[0]} != [ZX] ]] && (((fields[6] & 0x200000) == 0)) # PF_KTHREAD
+}
+
+# proc_start PID — the start time of PID (field 22 of /proc/PID/stat); fails when PID is gone.
+proc_start() {
+  local stat fields
+  { read -r stat < "/proc/$1/stat"; } 2>/dev/null || return 1
+  read -r -a fields <<<"${stat##*) }"
+  printf '%s\n' "${fields[19]}"
+}
+
+# exited PID START — the process PID that started at START has finished exiting: gone, reaped and
+# replaced by another (start time differs), or every one of its threads is a zombie (no thread
+# holds its files, e.g. its listening socket, any more).
+exited() {
+  local pid=$1 start=$2 now t stat fields
+  now=$(proc_start "$pid") || return 0
+  [ "$now" = "$start" ] || return 0
+  for t in "/proc/$pid/task"/*/stat; do
+    { read -r stat < "$t"; } 2>/dev/null || continue
+    read -r -a fields <<<"${stat##*) }"
+    [[ ${fields[0]} == [ZX] ]] || return 1
+  done
+  return 0
 }
 
 # ---------------------------------------------------------------------------------------- down
 
-# stop DIR PID... — TERM, wait up to 10 s, then KILL.
+# stop DIR PID... — TERM those that are alive (and ours), wait up to 10 s until they have exited
+# completely (not merely lost their command line: see exited), then KILL.
 stop() {
-  local dir=$1 pid i left any
+  local dir=$1 pid i left=() starts=() start still
   shift
-  [ $# -gt 0 ] || return 0
-  kill -TERM "$@" 2>/dev/null || true
-  for ((i = 0; i < 100; i++)); do
-    left=()
-    for pid in "$@"; do alive "$pid" "$dir" && left+=("$pid"); done
-    [ ${#left[@]} -eq 0 ] && return 0
-    sleep 0.1
+  for pid in "$@"; do
+    [[ $pid =~ ^[0-9]+$ ]] || continue
+    alive "$pid" "$dir" || continue
+    start=$(proc_start "$pid") || continue
+    left+=("$pid")
+    starts[pid]=$start
   done
-  log "killing ${left[*]} (did not stop on TERM)"
-  kill -KILL "${left[@]}" 2>/dev/null || true
-  for ((i = 0; i < 50; i++)); do
-    any=0
-    for pid in "${left[@]}"; do alive "$pid" "$dir" && any=1; done
-    [ $any -eq 0 ] && return 0
+  [ ${#left[@]} -gt 0 ] || return 0
+  kill -TERM "${left[@]}" 2>/dev/null || true
+  for ((i = 0; i < 150; i++)); do
+    if [ "$i" -eq 100 ]; then
+      log "killing ${left[*]} (did not stop on TERM)"
+      kill -KILL "${left[@]}" 2>/dev/null || true
+    fi
+    still=()
+    for pid in "${left[@]}"; do exited "$pid" "${starts[pid]}" || still+=("$pid"); done
+    left=("${still[@]+"${still[@]}"}")
+    [ ${#left[@]} -eq 0 ] && return 0
     sleep 0.1
   done
 }
@@ -227,14 +266,24 @@ start_etcd() {
   ETCD_PID=$!
   echo "$ETCD_PID" > "$RUN/etcd.pid"
   ETCD_URL="http://127.0.0.1:$client"
+  ETCD_PEER_URL="http://127.0.0.1:$peer"
   echo "$ETCD_URL" > "$RUN/etcd.url"
+}
+
+# etcd_ours — the etcd answering at ETCD_URL is the one start_etcd started: its only member has our
+# peer URL. (If another launcher's etcd took our client port first, it answers /health too while
+# ours exits with 'address already in use'.)
+etcd_ours() {
+  curl -fsS --max-time 2 -X POST -d '{}' "$ETCD_URL/v3/cluster/member/list" 2>/dev/null \
+    | grep -qF "\"$ETCD_PEER_URL\""
 }
 
 # wait_etcd — until etcd is healthy; restarts it on fresh ports if its ports were taken.
 wait_etcd() {
   local attempt=1 client peer deadline=$((SECONDS + TIMEOUT))
   while [ $SECONDS -lt $deadline ]; do
-    if curl -fsS --max-time 1 "$ETCD_URL/health" 2>/dev/null | grep -q '"health":"true"'; then
+    if curl -fsS --max-time 1 "$ETCD_URL/health" 2>/dev/null | grep -q '"health":"true"' \
+      && etcd_ours; then
       return 0
     fi
     if ! alive "$ETCD_PID" "$DIR"; then
@@ -459,16 +508,16 @@ cmd_up() {
 
   if [ -n "$owner" ]; then
     # The watchdog records its own pid (setsid may fork); wait for it, so that `down` finds it.
-    local instance i
+    # Generous: on a loaded machine starting a shell can take seconds.
+    local instance watchdog_deadline=$((SECONDS + 30))
     instance=$(openssl rand -hex 8)
     echo "$instance" > "$RUN/instance"
     setsid nohup "$SELF" _watch --dir "$DIR" --owner-pid "$owner" --instance "$instance" \
       </dev/null >/dev/null 2>&1 &
-    for ((i = 0; i < 100; i++)); do
-      [ -s "$RUN/watchdog.pid" ] && break
+    while [ ! -s "$RUN/watchdog.pid" ] && [ $SECONDS -lt $watchdog_deadline ]; do
       sleep 0.05
     done
-    [ -s "$RUN/watchdog.pid" ] || die "the watchdog did not start"
+    [ -s "$RUN/watchdog.pid" ] || die "the watchdog did not start within 30s"
   fi
 
   # Ports for etcd (client, peer) and every apiserver, drawn at once so they are distinct.

@@ -112,13 +112,18 @@ impl ControlPlanesBuilder {
         let out = cmd
             .output()
             .unwrap_or_else(|e| panic!("run {}: {e}", launcher_script().display()));
-        assert!(
-            out.status.success(),
-            "{} up failed ({}):\n{}",
-            launcher_script().display(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
+        if !out.status.success() {
+            // Keep the directory: its logs are the evidence (the launcher already stopped
+            // whatever it started).
+            let kept = dir.keep();
+            panic!(
+                "{} up failed ({}):\n{}\n{}",
+                launcher_script().display(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr),
+                log_tails(&kept)
+            );
+        }
         let clusters = String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter(|line| !line.trim().is_empty())
@@ -248,10 +253,11 @@ impl ControlPlanes {
             .unwrap_or_else(|e| panic!("run {}: {e}", launcher_script().display()));
         assert!(
             out.status.success(),
-            "local-clusters.sh {} failed ({}):\n{}",
+            "local-clusters.sh {} failed ({}):\n{}\n{}",
             args.join(" "),
             out.status,
-            String::from_utf8_lossy(&out.stderr)
+            String::from_utf8_lossy(&out.stderr),
+            log_tails(self.dir())
         );
     }
 
@@ -309,6 +315,40 @@ impl Drop for ControlPlanes {
     fn drop(&mut self) {
         self.down();
     }
+}
+
+/// For a launcher failure: the last lines of every log in `DIR/logs` (etcd, each apiserver; not
+/// the audit logs), and where the directory is.
+pub fn log_tails(dir: &Path) -> String {
+    const LINES: usize = 20;
+    let logs = dir.join("logs");
+    let mut paths: Vec<PathBuf> = match std::fs::read_dir(&logs) {
+        Ok(entries) => entries
+            .filter_map(|entry| Some(entry.ok()?.path()))
+            .filter(|path| {
+                let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+                name.is_some_and(|n| n.ends_with(".log") && !n.ends_with(".audit.log"))
+            })
+            .collect(),
+        Err(e) => return format!("(no logs: read {}: {e})", logs.display()),
+    };
+    paths.sort();
+    let mut out = format!("launcher directory (kept): {}\n", dir.display());
+    for path in paths {
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| format!("(read: {e})\n"));
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(LINES)..];
+        out.push_str(&format!(
+            "---- tail of {} ({} lines) ----\n",
+            path.display(),
+            lines.len()
+        ));
+        for line in tail {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 /// Whether `pid` is a live process (not gone, not a zombie).
