@@ -34,7 +34,7 @@ profiles=20
 
 scripts/testbin.sh >/dev/null
 cargo build --release --locked --quiet
-flotilla=$root/target/release/flotilla
+flotilla=${CARGO_TARGET_DIR:-$root/target}/release/flotilla
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/flotilla-bench.XXXXXX")
 daemon_pid=""
