@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use flotilla::classify::{self, ClusterFacts};
 use flotilla::config::{self, ConfigRepo, Diagnostics};
-use flotilla::render::{self, sandbox::Sandbox};
+use flotilla::render::{self, kustomize, sandbox::Sandbox};
 use flotilla::report::{ClusterStatus, StateNote};
 use flotilla::{cluster, daemon, source};
 
@@ -56,6 +56,10 @@ enum Command {
         /// Read the cluster's live version (and version classifiers) through its kubeconfig here.
         #[arg(long, env = "FLOTILLA_KUBECONFIG_DIR")]
         kubeconfig_dir: Option<PathBuf>,
+        /// kustomize binary that expands kustomizationRefs (default: `kustomize` on PATH, then
+        /// scripts/testbin.sh's cache; without one they are printed as comments).
+        #[arg(long, env = "FLOTILLA_KUSTOMIZE_BIN")]
+        kustomize_bin: Option<PathBuf>,
     },
     /// One sync pass of the branch's commit over the fleet, then exit (0 when every cluster is
     /// in sync, 1 when a cluster or profile failed or the commit is invalid).
@@ -132,6 +136,10 @@ struct SyncArgs {
     /// Clusters handled at once.
     #[arg(long, default_value_t = 16, env = "FLOTILLA_CONCURRENCY")]
     concurrency: usize,
+    /// kustomize binary for kustomizationRefs (default: `kustomize` on PATH, then
+    /// scripts/testbin.sh's cache, `$FLOTILLA_TESTBIN` or ~/.cache/flotilla/testbin).
+    #[arg(long, env = "FLOTILLA_KUSTOMIZE_BIN")]
+    kustomize_bin: Option<PathBuf>,
     #[command(flatten)]
     git: GitArgs,
 }
@@ -197,6 +205,7 @@ impl SyncArgs {
             concurrency: self.concurrency,
             cache_dir: self.git.cache_dir(),
             credentials: self.git.credentials(),
+            kustomize_bin: self.kustomize_bin.clone(),
         }
     }
 }
@@ -234,11 +243,13 @@ fn main() -> ExitCode {
             cluster,
             profile,
             kubeconfig_dir,
+            kustomize_bin,
         } => render(
             &path,
             &cluster,
             profile.as_deref(),
             kubeconfig_dir.as_deref(),
+            kustomize_bin.as_deref(),
         ),
         Command::Sync { sync, once: _ } => sync_once(sync.options(Duration::from_secs(30))),
         Command::Run { sync, interval } => run(sync.options(interval)),
@@ -332,6 +343,7 @@ fn render(
     cluster_name: &str,
     only: Option<&str>,
     kubeconfig_dir: Option<&Path>,
+    kustomize_bin: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
     let repo = match load(root)? {
         Ok(repo) => repo,
@@ -351,12 +363,18 @@ fn render(
     {
         bail!("profile {only:?} is not in profiles/");
     }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    // An explicit binary must exist; without one, kustomizationRefs stay comments.
+    let kustomize = match kustomize::Kustomize::locate(kustomize_bin) {
+        Ok(tool) => Some(kustomize::Workspace::new(Ok(tool))),
+        Err(e) if kustomize_bin.is_some() => return Err(e.into()),
+        Err(_) => None,
+    };
     let facts = match kubeconfig_dir {
         Some(dir) => {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?;
             let version = runtime.block_on(async {
                 let client = cluster::client(cluster, dir).await?;
                 cluster::version(&cluster.name, &client).await
@@ -382,8 +400,23 @@ fn render(
         if only.is_some_and(|p| p != profile.name) {
             continue;
         }
-        match render::render_profile(&repo, profile, &variables, &sandbox) {
-            Ok(r) => rendered.push(r),
+        let mut result = render::render_profile(&repo, profile, &variables, &sandbox);
+        if let (Ok(r), Some(workspace)) = (&mut result, &kustomize)
+            && r.pending.is_empty()
+            && let Err(e) = runtime.block_on(kustomize::expand(workspace, &repo.tree, r))
+        {
+            result = Err(e);
+        }
+        match result {
+            Ok(r) => {
+                if kustomize.is_none() && !r.kustomizations.is_empty() {
+                    tracing::warn!(
+                        profile = %r.profile,
+                        "no kustomize binary found: kustomizationRefs are not expanded (see --kustomize-bin)"
+                    );
+                }
+                rendered.push(r)
+            }
             Err(e) => {
                 failed = true;
                 eprintln!(

@@ -1,14 +1,33 @@
 //! `flotilla render` of example-repo, per cluster, against golden files. Regenerate with
 //! `UPDATE_GOLDEN=1 cargo test --test render_golden` and review the diff.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// The pinned kustomize of `scripts/testbin.sh`, so the goldens do not depend on what else is on
+/// PATH.
+fn kustomize_bin() -> PathBuf {
+    let dir = std::env::var_os("FLOTILLA_TESTBIN")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/flotilla/testbin"))
+        })
+        .expect("HOME or FLOTILLA_TESTBIN");
+    let bin = dir.join("kustomize");
+    assert!(
+        bin.exists(),
+        "{} is missing: run scripts/testbin.sh first",
+        bin.display()
+    );
+    bin
+}
 
 fn render(cluster: &str, extra: &[&str]) -> (i32, String, String) {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/example-repo");
     let out = Command::new(env!("CARGO_BIN_EXE_flotilla"))
         .args(["render", "--path", example, "--cluster", cluster])
         .args(extra)
+        .env("FLOTILLA_KUSTOMIZE_BIN", kustomize_bin())
         .output()
         .expect("run flotilla");
     (
@@ -109,4 +128,46 @@ fn a_template_error_names_file_and_line() {
         "{stderr}"
     );
     assert!(stderr.contains("cluster.spec.missing"), "{stderr}");
+}
+
+#[test]
+fn without_a_kustomize_binary_refs_are_printed_as_comments() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/example-repo");
+    let empty = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .args([
+            "render",
+            "--path",
+            example,
+            "--cluster",
+            "prod-eu-1",
+            "--profile",
+            "web",
+        ])
+        .env_remove("FLOTILLA_KUSTOMIZE_BIN")
+        .env("PATH", empty.path())
+        .env("FLOTILLA_TESTBIN", empty.path())
+        .output()
+        .expect("run flotilla");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stdout
+            .contains("kustomize: kustomize/web/overlays/prod (not expanded: no kustomize binary"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("no kustomize binary found"), "{stderr}");
+
+    // An explicit binary that does not exist is an error, not a silent fallback.
+    let out = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .args(["render", "--path", example, "--cluster", "prod-eu-1"])
+        .args(["--kustomize-bin", "/nonexistent/kustomize"])
+        .output()
+        .expect("run flotilla");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("/nonexistent/kustomize: not an executable file")
+    );
 }

@@ -15,6 +15,7 @@ use tracing::{Instrument as _, error, info, info_span, warn};
 use crate::cluster::{self, ClusterError, Target};
 use crate::config::{self, Cluster, ConfigRepo, KubeconfigRef};
 use crate::git::{self, GitError, GitSource, Note};
+use crate::render::kustomize::{Kustomize, KustomizeError, Workspace};
 use crate::report::{self, ClusterStatus, PassReport, ProfileStatus, StateNote};
 
 pub use pass::run_pass;
@@ -25,6 +26,9 @@ pub enum DaemonError {
     /// The config repository could not be read or the notes not written.
     #[error(transparent)]
     Git(#[from] GitError),
+    /// `--kustomize-bin` names no executable.
+    #[error(transparent)]
+    Kustomize(#[from] KustomizeError),
     /// A blocking task panicked or was cancelled.
     #[error("internal task failed: {0}")]
     Task(String),
@@ -55,6 +59,9 @@ pub struct Options {
     pub cache_dir: PathBuf,
     /// Git credentials.
     pub credentials: git::Credentials,
+    /// kustomize binary for kustomizationRefs (`None`: `kustomize` on PATH, then the testbin
+    /// cache; see [`Kustomize::locate`]).
+    pub kustomize_bin: Option<PathBuf>,
 }
 
 impl Options {
@@ -226,11 +233,25 @@ pub struct Daemon {
     /// The state note written last (to skip rewriting an identical one).
     last_state: Option<StateNote>,
     backoff: Backoff,
+    /// The kustomize binary, or why there is none (reported by each kustomizationRef).
+    kustomize_tool: Result<Kustomize, KustomizeError>,
+    /// The commit whose snapshot kustomize builds from, written to disk once and reused by
+    /// retry passes of that commit.
+    kustomize: Option<(String, Arc<Workspace>)>,
 }
 
 impl Daemon {
     /// Opens the repository (no network yet).
     pub fn new(options: Options) -> Result<Self, DaemonError> {
+        // A wrong --kustomize-bin stops the daemon; no binary by default is reported per ref.
+        let kustomize_tool = match Kustomize::locate(options.kustomize_bin.as_deref()) {
+            Ok(tool) => {
+                info!(bin = %tool.bin().display(), "kustomize binary");
+                Ok(tool)
+            }
+            Err(e) if options.kustomize_bin.is_some() => return Err(e.into()),
+            Err(e) => Err(e),
+        };
         let source = GitSource::open(
             &options.repo,
             &options.branch,
@@ -244,6 +265,8 @@ impl Daemon {
             last_seen: None,
             last_state: None,
             backoff: Backoff::default(),
+            kustomize_tool,
+            kustomize: None,
         })
     }
 
@@ -319,7 +342,17 @@ impl Daemon {
     async fn pass(&mut self, commit: &str, subject: &str, repo: &ConfigRepo) -> PassReport {
         let now = tokio::time::Instant::now();
         let skipped = self.backoff.skipped(now);
-        let report = run_pass(&self.fleet, commit, subject, repo, &skipped).await;
+        let workspace = match &self.kustomize {
+            Some((c, w)) if c == commit => Arc::clone(w),
+            _ => {
+                // The previous commit's directory is removed when its workspace drops.
+                let w = Arc::new(Workspace::new(self.kustomize_tool.clone()));
+                self.kustomize = Some((commit.to_string(), Arc::clone(&w)));
+                w
+            }
+        };
+        workspace.retry_failed();
+        let report = run_pass(&self.fleet, commit, subject, repo, &skipped, &workspace).await;
         for cluster in &report.clusters {
             if cluster.status == ClusterStatus::Unreachable && !skipped.contains_key(&cluster.name)
             {

@@ -17,7 +17,7 @@ use crate::cluster::{self, Target};
 use crate::config::{Cluster, ConfigRepo, DeploymentType, SyncMode};
 use crate::diff::object_key;
 use crate::plan::{self, Claim, Conflict, Deployed, Step};
-use crate::render::{self, sandbox::Sandbox};
+use crate::render::{self, kustomize::Workspace, sandbox::Sandbox};
 use crate::report::{
     Action, ClusterReport, ClusterStatus, ObjectChange, PassReport, ProfileReport, ProfileStatus,
 };
@@ -39,13 +39,15 @@ struct Reached {
     local_error: Option<String>,
 }
 
-/// Runs one pass of `repo` (valid, at `commit`) over every cluster not in `skip`.
+/// Runs one pass of `repo` (valid, at `commit`) over every cluster not in `skip`;
+/// kustomizationRefs are built in `kustomize`, the workspace of this commit.
 pub async fn run_pass(
     fleet: &Fleet,
     commit: &str,
     subject: &str,
     repo: &ConfigRepo,
     skip: &BTreeMap<String, String>,
+    kustomize: &Workspace,
 ) -> PassReport {
     let management = fleet.management(repo).await;
     let concurrency = fleet.options.concurrency.max(1);
@@ -136,9 +138,11 @@ pub async fn run_pass(
         let sandbox = &sandbox;
         async move {
             let span = info_span!("sync", cluster = %name, commit = %short(commit));
-            let report = sync_cluster(repo, commit, &name, r, steps, management, permits, sandbox)
-                .instrument(span)
-                .await;
+            let report = sync_cluster(
+                repo, commit, &name, r, steps, management, permits, sandbox, kustomize,
+            )
+            .instrument(span)
+            .await;
             (name, report)
         }
     }))
@@ -226,8 +230,8 @@ fn deployed_profiles(
 struct Rendered {
     remote: Vec<Value>,
     local: Vec<Value>,
-    /// Helm releases and kustomize directories rendered but not applied yet (their adapters
-    /// come with Helm support); named in the note so nobody mistakes them for deployed.
+    /// Helm releases rendered but not applied yet (their adapter comes with Helm support);
+    /// named in the note so nobody mistakes them for deployed.
     unsupported: Vec<String>,
 }
 
@@ -241,6 +245,7 @@ async fn sync_cluster(
     management: Option<Arc<Target>>,
     permits: &BTreeMap<String, Arc<Semaphore>>,
     sandbox: &Sandbox,
+    kustomize: &Workspace,
 ) -> ClusterReport {
     let mut profiles: Vec<ProfileReport> = Vec::new();
     let Some(cluster) = repo.clusters.get(name) else {
@@ -253,7 +258,8 @@ async fn sync_cluster(
         };
     };
 
-    // Render every profile to deploy (pure), then settle conflicts between them.
+    // Render every profile to deploy (pure), build its kustomizations (adapter, cached per
+    // commit), then settle conflicts between them.
     let mut variables = serde_json::Map::new();
     variables.insert(
         "cluster".into(),
@@ -267,7 +273,19 @@ async fn sync_cluster(
         let Some(p) = repo.profiles.get(profile) else {
             continue;
         };
-        let result = match render::render_profile(repo, p, &variables, sandbox) {
+        let mut result = render::render_profile(repo, p, &variables, sandbox);
+        if let Ok(r) = &mut result
+            && r.pending.is_empty()
+        {
+            let span = info_span!("kustomize", profile = %p.name);
+            if let Err(e) = render::kustomize::expand(kustomize, &repo.tree, r)
+                .instrument(span)
+                .await
+            {
+                result = Err(e);
+            }
+        }
+        let result = match result {
             Err(e) => Err(report_for(
                 p.name.clone(),
                 Some(p.spec.sync_mode),
@@ -293,11 +311,6 @@ async fn sync_cluster(
                     out.unsupported.push(format!(
                         "helm release {}/{} ({} {}) is not applied: Helm support is not built yet",
                         release.namespace, release.name, release.chart, release.version
-                    ));
-                }
-                for path in &r.kustomizations {
-                    out.unsupported.push(format!(
-                        "kustomizationRef {path} is not applied: kustomize support is not built yet"
                     ));
                 }
                 for object in r.objects {

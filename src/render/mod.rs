@@ -1,7 +1,9 @@
 //! Rendering: what a profile puts on one cluster, as objects and Helm releases. Pure: it takes
-//! the validated repo and the cluster's template context and returns values; helm and kustomize
-//! (subprocess adapters) plug in beside it in later stages.
+//! the validated repo and the cluster's template context and returns values. kustomizationRefs
+//! come back as a list; the kustomize subprocess adapter (`kustomize.rs`) expands them into
+//! objects afterwards, and helm plugs in beside it in a later stage.
 
+pub mod kustomize;
 pub mod sandbox;
 mod text;
 
@@ -65,6 +67,19 @@ pub struct RenderedRelease {
     pub values: String,
 }
 
+/// A kustomizationRef of a profile, left for the kustomize adapter to build.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KustomizationTarget {
+    /// The kustomization directory as written in the profile.
+    pub path: String,
+    /// Namespace forced on every namespaced object of the output.
+    pub target_namespace: Option<String>,
+    /// Remote (the cluster) or Local (the management cluster).
+    pub deployment_type: DeploymentType,
+    /// Where the ref is written, for errors.
+    pub origin: Origin,
+}
+
 /// What a profile renders to for one cluster.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct RenderedProfile {
@@ -74,8 +89,9 @@ pub struct RenderedProfile {
     pub objects: Vec<RenderedObject>,
     /// Releases in declaration order.
     pub releases: Vec<RenderedRelease>,
-    /// kustomize directories (built by the kustomize adapter, not by this pure module).
-    pub kustomizations: Vec<String>,
+    /// kustomizationRefs to build: [`kustomize::expand`] turns them into objects (this pure
+    /// module cannot run kustomize).
+    pub kustomizations: Vec<KustomizationTarget>,
     /// Why the profile cannot be rendered yet (a templateResourceRef that is not available);
     /// a pending profile renders nothing and is retried when the object appears.
     pub pending: Vec<String>,
@@ -142,7 +158,12 @@ pub fn render_profile(
         render_policy_ref(repo, profile, &r.value, &at, &context, sandbox, &mut out)?;
     }
     for k in &profile.spec.kustomization_refs {
-        out.kustomizations.push(k.value.path.clone());
+        out.kustomizations.push(KustomizationTarget {
+            path: k.value.path.clone(),
+            target_namespace: k.value.target_namespace.clone(),
+            deployment_type: k.value.deployment_type,
+            origin: profile.pos.at(&k.referenced),
+        });
     }
     for h in &profile.spec.helm_charts {
         let at = profile.pos.at(&h.referenced);

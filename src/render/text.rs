@@ -23,12 +23,12 @@ pub fn to_text(cluster: &str, profiles: &[RenderedProfile]) -> String {
             out.push('\n');
             out.push_str(&yaml(&object.object));
         }
-        for path in &profile.kustomizations {
+        for k in &profile.kustomizations {
             let _ = writeln!(out, "---");
             let _ = writeln!(
                 out,
-                "# profile: {}  kustomize: {path} (built by the kustomize adapter; not expanded by render)",
-                profile.profile
+                "# profile: {}  kustomize: {} (not expanded: no kustomize binary; see --kustomize-bin)",
+                profile.profile, k.path
             );
         }
         for release in &profile.releases {
