@@ -912,6 +912,88 @@ mod tests {
         assert!(workspace.builds.lock().expect("lock").is_empty());
     }
 
+    /// A fake kustomize (a shell script using only builtins, since PATH is empty) that logs
+    /// its environment and arguments and prints one ConfigMap.
+    fn fake_kustomize(dir: &Path) -> (Kustomize, PathBuf) {
+        let log = dir.join("calls");
+        let script = dir.join("kustomize");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\n[ -f \"$4/kustomization.yaml\" ] || exit 3\necho \"PATH=$PATH HTTPS_PROXY=$HTTPS_PROXY GIT=$GIT_DIR ARGS=$*\" >> {}\nprintf 'apiVersion: v1\\nkind: ConfigMap\\nmetadata:\\n  name: x\\n'\n",
+                log.display()
+            ),
+        )
+        .expect("write script");
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        (Kustomize::locate(Some(&script)).expect("executable"), log)
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn concurrent_builds_of_one_key_run_kustomize_once_in_a_sandboxed_environment() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (tool, log) = fake_kustomize(dir.path());
+        let workspace = Arc::new(Workspace::new(Ok(tool)));
+        let t = Arc::new(tree(&[("k/kustomization.yaml", "resources: []\n")]));
+        let builds: Vec<_> = (0..8)
+            .map(|_| {
+                let (w, t) = (Arc::clone(&workspace), Arc::clone(&t));
+                tokio::spawn(async move { w.build(&t, "./k/", Some("apps")).await })
+            })
+            .collect();
+        for b in builds {
+            let objects = b.await.expect("task").expect("build");
+            assert_eq!(objects[0]["metadata"]["namespace"], "apps");
+        }
+        let calls = std::fs::read_to_string(&log).expect("log");
+        assert_eq!(calls.lines().count(), 1, "{calls}");
+        assert!(calls.starts_with("PATH= HTTPS_PROXY=http://127.0.0.1:9 GIT= ARGS=build --load-restrictor LoadRestrictionsRootOnly /"), "{calls}");
+        assert!(calls.trim_end().ends_with("/tree/k"), "{calls}");
+        // Another targetNamespace is another build; a success survives retry_failed.
+        workspace.build(&t, "k", None).await.expect("build");
+        workspace.retry_failed();
+        workspace
+            .build(&t, "k", Some("apps"))
+            .await
+            .expect("cached");
+        let calls = std::fs::read_to_string(&log).expect("log");
+        assert_eq!(calls.lines().count(), 2, "{calls}");
+        // A ref that leaves the root never reaches kustomize.
+        let err = workspace
+            .build(&t, "../k", None)
+            .await
+            .expect_err("escapes");
+        assert!(matches!(err, KustomizeError::Refused(_)), "{err}");
+    }
+
+    #[test]
+    fn the_written_tree_holds_files_and_inside_links_but_nothing_that_points_out() {
+        let mut t = tree(&[("k/base/cm.yaml", "a"), ("shared/x.yaml", "x")]);
+        t.insert_symlink("k/base/x.yaml", "../../shared/x.yaml");
+        t.insert_symlink("k/shared", "../shared");
+        t.insert_symlink("k/out", "../../..");
+        t.insert_symlink("k/abs", "/etc/passwd");
+        let written = write_tree(&t).expect("written");
+        let root = &written.root;
+        assert_eq!(
+            std::fs::read_to_string(root.join("k/base/cm.yaml")).expect("file"),
+            "a"
+        );
+        let copied = root.join("k/base/x.yaml");
+        assert!(!std::fs::symlink_metadata(&copied).expect("x").is_symlink());
+        assert_eq!(std::fs::read_to_string(copied).expect("copy"), "x");
+        assert_eq!(
+            std::fs::read_to_string(root.join("k/shared/x.yaml")).expect("through the dir link"),
+            "x"
+        );
+        assert!(std::fs::symlink_metadata(root.join("k/out")).is_err());
+        assert!(std::fs::symlink_metadata(root.join("k/abs")).is_err());
+        let base = root.parent().expect("parent").to_path_buf();
+        drop(written);
+        assert!(!base.exists(), "removed on drop");
+    }
+
     #[test]
     fn an_explicit_binary_that_does_not_exist_is_an_error() {
         let err =
