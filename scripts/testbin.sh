@@ -6,13 +6,15 @@
 #   FLOTILLA_TESTBIN   cache directory (default: $HOME/.cache/flotilla/testbin)
 #
 # Layout: $FLOTILLA_TESTBIN/kube-apiserver-v1.34.4, kube-apiserver-v1.37.2, kubectl-v1.37.2,
-#         etcd-v3.6.16, helm-v4.3.1, kustomize-v5.7.1, and version-less symlinks for the newest.
+#         etcd-v3.6.16, helm-v4.3.1, kustomize-v5.7.1, registry-v3.0.0 (the CNCF distribution
+#         OCI registry, for helm's oci:// tests), and version-less symlinks for the newest.
 set -euo pipefail
 
 KUBE_VERSIONS=(v1.34.4 v1.37.2)   # two minors, so version classifiers meet real differences
 ETCD_VERSION=v3.6.16
 HELM_VERSION=v4.3.1
 KUSTOMIZE_VERSION=v5.7.1
+REGISTRY_VERSION=v3.0.0           # github.com/distribution/distribution/v3; its go.mod says go 1.23.7
 
 BIN="${FLOTILLA_TESTBIN:-$HOME/.cache/flotilla/testbin}"
 WORK="$BIN/.build"
@@ -113,6 +115,7 @@ link() { ln -sfn "$2" "$BIN/$1"; }
 build_etcd
 go_install helm helm.sh/helm/v4/cmd/helm "$HELM_VERSION"
 go_install kustomize sigs.k8s.io/kustomize/kustomize/v5 "$KUSTOMIZE_VERSION"
+go_install registry github.com/distribution/distribution/v3/cmd/registry "$REGISTRY_VERSION"
 newest=${KUBE_VERSIONS[${#KUBE_VERSIONS[@]}-1]}
 for v in "${KUBE_VERSIONS[@]}"; do
   if [ "$v" = "$newest" ]; then build_kube "$v" kube-apiserver kubectl; else build_kube "$v" kube-apiserver; fi
@@ -121,6 +124,7 @@ done
 link etcd "etcd-$ETCD_VERSION"
 link helm "helm-$HELM_VERSION"
 link kustomize "kustomize-$KUSTOMIZE_VERSION"
+link registry "registry-$REGISTRY_VERSION"
 link kube-apiserver "kube-apiserver-$newest"
 link kubectl "kubectl-$newest"
 printf '%s\n' "${KUBE_VERSIONS[@]}" > "$BIN/kube-versions"

@@ -7,6 +7,7 @@
 
 pub mod fleet;
 pub mod git_server;
+pub mod helm;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
