@@ -166,6 +166,12 @@ fn render(object: &Value) -> String {
         .unwrap_or_default()
 }
 
+/// The redaction marker for a value's bytes (`<redacted fnv1a:XXXXXXXXXXXXXXXX>`), also used
+/// for Helm values that came from Secrets.
+pub fn redaction_marker(bytes: &[u8]) -> String {
+    marker(bytes)
+}
+
 /// The redaction marker for a value's bytes.
 fn marker(bytes: &[u8]) -> String {
     format!("<redacted fnv1a:{:016x}>", fnv1a64(bytes))

@@ -9,6 +9,7 @@ pub mod config;
 pub mod daemon;
 pub mod diff;
 pub mod git;
+pub mod helm;
 pub mod plan;
 pub mod render;
 pub mod report;

@@ -140,6 +140,18 @@ struct SyncArgs {
     /// scripts/testbin.sh's cache, `$FLOTILLA_TESTBIN` or ~/.cache/flotilla/testbin).
     #[arg(long, env = "FLOTILLA_KUSTOMIZE_BIN")]
     kustomize_bin: Option<PathBuf>,
+    /// helm binary (v4) for helmCharts (default: `helm` on PATH, then scripts/testbin.sh's
+    /// cache, `$FLOTILLA_TESTBIN` or ~/.cache/flotilla/testbin).
+    #[arg(long, env = "FLOTILLA_HELM_BIN")]
+    helm_bin: Option<PathBuf>,
+    /// Time limit of one helm operation (install, upgrade, uninstall, pull), also helm's own
+    /// --timeout for hooks (e.g. 5m, 90s).
+    #[arg(long, default_value = "5m", value_parser = parse_duration, env = "FLOTILLA_HELM_TIMEOUT")]
+    helm_timeout: Duration,
+    /// Where fetched Helm charts are kept (default: `charts` next to the git mirrors of
+    /// --cache-dir, e.g. ~/.cache/flotilla/charts).
+    #[arg(long, env = "FLOTILLA_CHART_CACHE_DIR")]
+    chart_cache_dir: Option<PathBuf>,
     #[command(flatten)]
     git: GitArgs,
 }
@@ -206,6 +218,14 @@ impl SyncArgs {
             cache_dir: self.git.cache_dir(),
             credentials: self.git.credentials(),
             kustomize_bin: self.kustomize_bin.clone(),
+            helm_bin: self.helm_bin.clone(),
+            helm_timeout: self.helm_timeout,
+            chart_cache_dir: self.chart_cache_dir.clone().unwrap_or_else(|| {
+                let repos = self.git.cache_dir();
+                repos
+                    .parent()
+                    .map_or_else(|| repos.join("charts"), |p| p.join("charts"))
+            }),
         }
     }
 }

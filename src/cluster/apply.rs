@@ -15,6 +15,7 @@ use super::discovery::Served;
 use super::inventory::{self, Destination, Entry, FIELD_MANAGER, Inventory};
 use super::{ClusterError, Target};
 use crate::diff::{object_diff, object_key};
+use crate::helm::ReleaseEntry;
 use crate::plan::Deployed;
 use crate::render::{MANAGED_BY_LABEL, PROFILE_ANNOTATION};
 use crate::report::{Action, ObjectChange};
@@ -57,6 +58,8 @@ pub struct ApplyRequest<'a> {
     pub dry_run: bool,
     /// Keys another profile won (key → winner): dropped from this inventory, never deleted.
     pub released: BTreeMap<String, String>,
+    /// The Helm releases the inventory records after this pass (the release phase ran first).
+    pub releases: BTreeMap<String, ReleaseEntry>,
 }
 
 /// An object ready to send: namespace defaulted, key and hash computed.
@@ -96,6 +99,7 @@ pub async fn apply(request: ApplyRequest<'_>) -> Outcome {
     let metadata_changed = request.previous.is_none_or(|inv| {
         inv.deployed.sync_mode != request.deployed.sync_mode
             || inv.deployed.stop_matching != request.deployed.stop_matching
+            || inv.releases != request.releases
     });
 
     for p in &prepared {
@@ -253,8 +257,14 @@ pub async fn apply(request: ApplyRequest<'_>) -> Outcome {
 
 /// Withdraws what an inventory holds: deletes it (WithdrawPolicies) or releases it
 /// (LeavePolicies: flotilla's label and annotation removed), then deletes the inventory.
-/// Objects another profile owns by now are left alone.
-pub async fn withdraw(target: &Target, inventory: &Inventory, leave: bool) -> Outcome {
+/// Objects another profile owns by now are left alone. `kept_releases` are Helm releases that
+/// could not be uninstalled: the inventory then stays, holding only them, for the next pass.
+pub async fn withdraw(
+    target: &Target,
+    inventory: &Inventory,
+    leave: bool,
+    kept_releases: BTreeMap<String, ReleaseEntry>,
+) -> Outcome {
     let mut out = Outcome::default();
     let mut keys: Vec<&String> = inventory.objects.keys().collect();
     keys.sort_by_key(|k| std::cmp::Reverse(phase_of_entry(&inventory.objects[*k])));
@@ -268,7 +278,23 @@ pub async fn withdraw(target: &Target, inventory: &Inventory, leave: bool) -> Ou
             Err(message) => out.errors.push(message),
         }
     }
-    if out.errors.is_empty() {
+    if !kept_releases.is_empty() {
+        let kept = Inventory {
+            objects: if out.errors.is_empty() {
+                BTreeMap::new()
+            } else {
+                inventory.objects.clone()
+            },
+            releases: kept_releases,
+            ..inventory.clone()
+        };
+        if &kept != inventory {
+            out.wrote = true;
+            if let Err(e) = inventory::write(&target.client, &target.name, &kept).await {
+                out.errors.push(e.to_string());
+            }
+        }
+    } else if out.errors.is_empty() {
         out.wrote = true;
         if let Err(e) = inventory::delete(&target.client, &target.name, inventory).await {
             out.errors.push(e.to_string());
@@ -287,12 +313,15 @@ pub async fn release(
     let mut out = Outcome::default();
     let mut kept = inventory.clone();
     kept.objects.retain(|key, _| !released.contains_key(key));
-    if kept.objects.len() == inventory.objects.len() {
+    kept.releases.retain(|key, _| !released.contains_key(key));
+    if kept.objects.len() == inventory.objects.len()
+        && kept.releases.len() == inventory.releases.len()
+    {
         return out;
     }
-    kept.deployed.complete = kept.objects.values().all(|e| !e.hash.is_empty());
+    kept.deployed.complete = kept.complete();
     for (key, winner) in released {
-        if inventory.objects.contains_key(key) {
+        if inventory.objects.contains_key(key) || inventory.releases.contains_key(key) {
             out.changes.push(ObjectChange {
                 key: key.clone(),
                 action: Action::Skipped,
@@ -323,10 +352,12 @@ fn inventory_of(request: &ApplyRequest<'_>, objects: BTreeMap<String, Entry>) ->
         cluster: request.cluster.to_string(),
         destination: request.destination,
         deployed: Deployed {
-            complete: objects.values().all(|e| !e.hash.is_empty()),
+            complete: objects.values().all(|e| !e.hash.is_empty())
+                && request.releases.values().all(ReleaseEntry::complete),
             ..request.deployed.clone()
         },
         objects,
+        releases: request.releases.clone(),
     }
 }
 

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ClusterError;
 use crate::config::{StopMatchingBehavior, SyncMode};
+use crate::helm::ReleaseEntry;
 use crate::plan::Deployed;
 
 /// Namespace of the inventories.
@@ -73,6 +74,16 @@ pub struct Inventory {
     pub deployed: Deployed,
     /// Objects by key (`diff::object_key`).
     pub objects: BTreeMap<String, Entry>,
+    /// Helm releases by key (`helm:<namespace>/<name>`), in `data.releases` (absent when none).
+    pub releases: BTreeMap<String, ReleaseEntry>,
+}
+
+impl Inventory {
+    /// Every object written and every release installed completely.
+    pub fn complete(&self) -> bool {
+        self.objects.values().all(|e| !e.hash.is_empty())
+            && self.releases.values().all(ReleaseEntry::complete)
+    }
 }
 
 impl Inventory {
@@ -139,6 +150,10 @@ fn decode(cm: &ConfigMap, cluster: &str, destination: Destination) -> Result<Inv
             .map_err(|e| format!("data.stopMatchingBehavior: {e}"))?;
     let entries: Vec<Entry> =
         serde_json::from_str(&field("objects")?).map_err(|e| format!("data.objects: {e}"))?;
+    let releases: Vec<ReleaseEntry> = match data.get("releases") {
+        Some(text) => serde_json::from_str(text).map_err(|e| format!("data.releases: {e}"))?,
+        None => Vec::new(),
+    };
     Ok(Inventory {
         profile: field("profile")?,
         cluster: cluster.to_string(),
@@ -147,9 +162,11 @@ fn decode(cm: &ConfigMap, cluster: &str, destination: Destination) -> Result<Inv
             commit: field("commit")?,
             sync_mode,
             stop_matching,
-            complete: entries.iter().all(|e| !e.hash.is_empty()),
+            complete: entries.iter().all(|e| !e.hash.is_empty())
+                && releases.iter().all(ReleaseEntry::complete),
         },
         objects: entries.into_iter().map(|e| (entry_key(&e), e)).collect(),
+        releases: releases.into_iter().map(|r| (r.key(), r)).collect(),
     })
 }
 
@@ -199,6 +216,23 @@ pub async fn write(
         message: e.to_string(),
     })?;
     let name = inventory.name();
+    let mut data = serde_json::json!({
+        "profile": inventory.profile,
+        "commit": inventory.deployed.commit,
+        "syncMode": inventory.deployed.sync_mode,
+        "stopMatchingBehavior": inventory.deployed.stop_matching,
+        "objects": objects,
+    });
+    // Absent when the profile has no release, so inventories without Helm read as before.
+    if !inventory.releases.is_empty() {
+        let releases: Vec<&ReleaseEntry> = inventory.releases.values().collect();
+        let text = serde_json::to_string(&releases).map_err(|e| ClusterError::Inventory {
+            cluster: target.to_string(),
+            name: inventory.name(),
+            message: e.to_string(),
+        })?;
+        data["releases"] = serde_json::Value::String(text);
+    }
     let cm = serde_json::json!({
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -211,13 +245,7 @@ pub async fn write(
                 DESTINATION_LABEL: inventory.destination.label(),
             },
         },
-        "data": {
-            "profile": inventory.profile,
-            "commit": inventory.deployed.commit,
-            "syncMode": inventory.deployed.sync_mode,
-            "stopMatchingBehavior": inventory.deployed.stop_matching,
-            "objects": objects,
-        },
+        "data": data,
     });
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), SYSTEM_NAMESPACE);
     api.patch(

@@ -5,6 +5,7 @@
 pub mod apply;
 pub mod discovery;
 pub mod inventory;
+pub mod releases;
 
 use std::path::{Path, PathBuf};
 

@@ -349,6 +349,29 @@ pub struct HelmChart {
     /// More values from sources or repo paths, merged in order after `values`.
     #[serde(default)]
     pub values_from: Vec<Spanned<ValuesFrom>>,
+    /// Credentials for the chart repository or registry (Sveltos' field).
+    #[serde(default, rename = "registryCredentialsConfig")]
+    pub registry_credentials_config: Option<Spanned<RegistryCredentialsConfig>>,
+}
+
+/// `registryCredentialsConfig` of a `helmCharts` entry: where the chart repository's
+/// credentials are, as in Sveltos.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RegistryCredentialsConfig {
+    /// A Secret in `sources/` with the keys `username` and `password`.
+    pub credentials: CredentialsRef,
+}
+
+/// A Secret of `sources/` by name and namespace.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CredentialsRef {
+    /// Name of the Secret.
+    pub name: String,
+    /// Its namespace; default `default`.
+    #[serde(default)]
+    pub namespace: Option<String>,
 }
 
 /// A `valuesFrom` entry: values from a source document or a repo file.

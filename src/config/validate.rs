@@ -757,6 +757,40 @@ fn build_profiles(
                 let at = check.pos.at(&v.referenced);
                 check.reference("helmCharts.valuesFrom", &at, (&v.value).into(), diags);
             }
+            if let Some(config) = &c.registry_credentials_config {
+                let at = check.pos.at(&config.referenced);
+                let credentials = &config.value.credentials;
+                let key = SourceKey {
+                    kind: SourceKind::Secret,
+                    namespace: credentials
+                        .namespace
+                        .clone()
+                        .unwrap_or_else(|| "default".into()),
+                    name: credentials.name.clone(),
+                };
+                match check.sources.get(&key) {
+                    None => diags.error(
+                        &at.file,
+                        at.line,
+                        format!(
+                            "helmCharts.registryCredentialsConfig: {key} not found in sources/"
+                        ),
+                    ),
+                    Some(source) => {
+                        for wanted in ["username", "password"] {
+                            if !source.entries.iter().any(|e| e.key == wanted) {
+                                diags.error(
+                                    &at.file,
+                                    at.line,
+                                    format!(
+                                        "helmCharts.registryCredentialsConfig: {key} has no data key {wanted:?}"
+                                    ),
+                                );
+                            }
+                        }
+                    }
+                }
+            }
         }
         let mut identifiers = BTreeMap::new();
         for r in &spec.template_resource_refs {

@@ -3,6 +3,7 @@
 //! place that wires adapters (git, cluster) to the pure modules.
 
 mod pass;
+mod releases;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -15,6 +16,7 @@ use tracing::{Instrument as _, error, info, info_span, warn};
 use crate::cluster::{self, ClusterError, Target};
 use crate::config::{self, Cluster, ConfigRepo, KubeconfigRef};
 use crate::git::{self, GitError, GitSource, Note};
+use crate::helm::cli::{Charts, Helm, HelmError};
 use crate::render::kustomize::{Kustomize, KustomizeError, Workspace};
 use crate::report::{self, ClusterStatus, PassReport, ProfileStatus, StateNote};
 
@@ -29,6 +31,9 @@ pub enum DaemonError {
     /// `--kustomize-bin` names no executable.
     #[error(transparent)]
     Kustomize(#[from] KustomizeError),
+    /// `--helm-bin` names no executable.
+    #[error(transparent)]
+    Helm(#[from] HelmError),
     /// A blocking task panicked or was cancelled.
     #[error("internal task failed: {0}")]
     Task(String),
@@ -62,6 +67,13 @@ pub struct Options {
     /// kustomize binary for kustomizationRefs (`None`: `kustomize` on PATH, then the testbin
     /// cache; see [`Kustomize::locate`]).
     pub kustomize_bin: Option<PathBuf>,
+    /// helm binary for helmCharts (`None`: `helm` on PATH, then the testbin cache; see
+    /// [`Helm::locate`]).
+    pub helm_bin: Option<PathBuf>,
+    /// Time limit of one helm operation (also helm's own `--timeout` for hooks).
+    pub helm_timeout: Duration,
+    /// Where fetched charts are kept, by (repository, chart, version).
+    pub chart_cache_dir: PathBuf,
 }
 
 impl Options {
@@ -238,6 +250,8 @@ pub struct Daemon {
     /// The commit whose snapshot kustomize builds from, written to disk once and reused by
     /// retry passes of that commit.
     kustomize: Option<(String, Arc<Workspace>)>,
+    /// The helm binary and the chart cache, kept across commits.
+    charts: Arc<Charts>,
 }
 
 impl Daemon {
@@ -252,6 +266,16 @@ impl Daemon {
             Err(e) if options.kustomize_bin.is_some() => return Err(e.into()),
             Err(e) => Err(e),
         };
+        // The same for helm.
+        let helm_tool = match Helm::locate(options.helm_bin.as_deref(), options.helm_timeout) {
+            Ok(tool) => {
+                info!(bin = %tool.bin().display(), "helm binary");
+                Ok(tool)
+            }
+            Err(e) if options.helm_bin.is_some() => return Err(e.into()),
+            Err(e) => Err(e),
+        };
+        let charts = Arc::new(Charts::new(options.chart_cache_dir.clone(), helm_tool));
         let source = GitSource::open(
             &options.repo,
             &options.branch,
@@ -267,6 +291,7 @@ impl Daemon {
             backoff: Backoff::default(),
             kustomize_tool,
             kustomize: None,
+            charts,
         })
     }
 
@@ -352,7 +377,17 @@ impl Daemon {
             }
         };
         workspace.retry_failed();
-        let report = run_pass(&self.fleet, commit, subject, repo, &skipped, &workspace).await;
+        self.charts.retry_failed();
+        let report = run_pass(
+            &self.fleet,
+            commit,
+            subject,
+            repo,
+            &skipped,
+            &workspace,
+            &self.charts,
+        )
+        .await;
         for cluster in &report.clusters {
             if cluster.status == ClusterStatus::Unreachable && !skipped.contains_key(&cluster.name)
             {

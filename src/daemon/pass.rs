@@ -14,8 +14,10 @@ use crate::classify::{self, ClusterFacts};
 use crate::cluster::apply::{self, ApplyRequest, Outcome};
 use crate::cluster::inventory::{self, Destination, Inventory};
 use crate::cluster::{self, Target};
-use crate::config::{Cluster, ConfigRepo, DeploymentType, SyncMode};
+use crate::config::{Cluster, ConfigRepo, DeploymentType, HelmChartAction, SyncMode};
 use crate::diff::object_key;
+use crate::helm::cli::{Charts, KubeAccess};
+use crate::helm::{self, ReleaseEntry};
 use crate::plan::{self, Claim, Conflict, Deployed, Step};
 use crate::render::{self, kustomize::Workspace, sandbox::Sandbox};
 use crate::report::{
@@ -23,6 +25,7 @@ use crate::report::{
 };
 
 use super::Fleet;
+use super::releases::{self, HelmTarget};
 
 /// Prefix of the keys of Local objects (in the management cluster) in notes and claims.
 const LOCAL_PREFIX: &str = "management:";
@@ -40,7 +43,8 @@ struct Reached {
 }
 
 /// Runs one pass of `repo` (valid, at `commit`) over every cluster not in `skip`;
-/// kustomizationRefs are built in `kustomize`, the workspace of this commit.
+/// kustomizationRefs are built in `kustomize`, the workspace of this commit; Helm charts come
+/// from `charts`.
 pub async fn run_pass(
     fleet: &Fleet,
     commit: &str,
@@ -48,6 +52,7 @@ pub async fn run_pass(
     repo: &ConfigRepo,
     skip: &BTreeMap<String, String>,
     kustomize: &Workspace,
+    charts: &Charts,
 ) -> PassReport {
     let management = fleet.management(repo).await;
     let concurrency = fleet.options.concurrency.max(1);
@@ -139,7 +144,8 @@ pub async fn run_pass(
         async move {
             let span = info_span!("sync", cluster = %name, commit = %short(commit));
             let report = sync_cluster(
-                repo, commit, &name, r, steps, management, permits, sandbox, kustomize,
+                fleet, repo, commit, &name, r, steps, management, permits, sandbox, kustomize,
+                charts,
             )
             .instrument(span)
             .await;
@@ -230,13 +236,26 @@ fn deployed_profiles(
 struct Rendered {
     remote: Vec<Value>,
     local: Vec<Value>,
-    /// Helm releases rendered but not applied yet (their adapter comes with Helm support);
-    /// named in the note so nobody mistakes them for deployed.
-    unsupported: Vec<String>,
+    /// Helm releases, installed in the managed cluster before the objects.
+    releases: Vec<render::RenderedRelease>,
+}
+
+/// How helm reaches a cluster of the inventory: its kubeconfig (absolute) and context, or the
+/// pod's own credentials for `inCluster`.
+fn kube_access(cluster: &Cluster, kubeconfig_dir: &std::path::Path) -> KubeAccess {
+    if cluster.kubeconfig.in_cluster {
+        return KubeAccess::default();
+    }
+    let path = cluster::kubeconfig_path(cluster, kubeconfig_dir);
+    KubeAccess {
+        kubeconfig: Some(std::path::absolute(&path).unwrap_or(path)),
+        context: cluster.kubeconfig.context.clone(),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
 async fn sync_cluster(
+    fleet: &Fleet,
     repo: &ConfigRepo,
     commit: &str,
     name: &str,
@@ -246,6 +265,7 @@ async fn sync_cluster(
     permits: &BTreeMap<String, Arc<Semaphore>>,
     sandbox: &Sandbox,
     kustomize: &Workspace,
+    charts: &Charts,
 ) -> ClusterReport {
     let mut profiles: Vec<ProfileReport> = Vec::new();
     let Some(cluster) = repo.clusters.get(name) else {
@@ -305,14 +325,8 @@ async fn sync_cluster(
                 let mut out = Rendered {
                     remote: vec![],
                     local: vec![],
-                    unsupported: vec![],
+                    releases: r.releases,
                 };
-                for release in &r.releases {
-                    out.unsupported.push(format!(
-                        "helm release {}/{} ({} {}) is not applied: Helm support is not built yet",
-                        release.namespace, release.name, release.chart, release.version
-                    ));
-                }
                 for object in r.objects {
                     match object.deployment_type {
                         DeploymentType::Remote => out.remote.push(object.object),
@@ -339,15 +353,38 @@ async fn sync_cluster(
                 });
             }
         }
+        // A release is claimed like an object, by `helm:<namespace>/<name>`.
+        for release in r
+            .releases
+            .iter()
+            .filter(|r| r.action == HelmChartAction::Install)
+        {
+            claims.push(Claim {
+                key: helm::release_key(&release.namespace, &release.name),
+                profile: profile.clone(),
+                tier: p.spec.tier,
+                dry_run: p.spec.sync_mode == SyncMode::DryRun,
+            });
+        }
     }
     let mut owners = BTreeMap::new();
     for (prefix, inventories) in [("", &reached.remote), (LOCAL_PREFIX, &reached.local)] {
         for inv in inventories.values() {
-            for key in inv.objects.keys() {
+            for key in inv.objects.keys().chain(inv.releases.keys()) {
                 owners.insert(format!("{prefix}{key}"), inv.profile.clone());
             }
         }
     }
+    let helm_target = HelmTarget {
+        target: &reached.target,
+        charts,
+        access: kube_access(cluster, &fleet.options.kubeconfig_dir),
+        kube_version: reached
+            .facts
+            .version
+            .as_ref()
+            .map(|v| v.git_version.clone()),
+    };
     let lost = plan::resolve_conflicts(&claims, &owners);
 
     let mut status_of: BTreeMap<String, ProfileStatus> = BTreeMap::new();
@@ -355,9 +392,17 @@ async fn sync_cluster(
         let report = match step {
             Step::Withdraw { profile, leave, .. } => {
                 let span = info_span!("withdraw", profile = %profile);
-                withdraw(&reached, management.as_ref(), &profile, leave, repo)
-                    .instrument(span)
-                    .await
+                withdraw(
+                    &reached,
+                    management.as_ref(),
+                    &profile,
+                    leave,
+                    repo,
+                    &helm_target,
+                    &owners,
+                )
+                .instrument(span)
+                .await
             }
             Step::Hold { profile, commit } => {
                 let mut report = report_for(
@@ -413,7 +458,18 @@ async fn sync_cluster(
                         Some(s) => s.clone().acquire_owned().await.ok(),
                         None => None,
                     };
-                    deploy(&reached, management.as_ref(), p, commit, name, r, conflicts).await
+                    deploy(
+                        &reached,
+                        management.as_ref(),
+                        p,
+                        commit,
+                        name,
+                        r,
+                        conflicts,
+                        &helm_target,
+                        &owners,
+                    )
+                    .await
                 }
                 .instrument(span)
                 .await
@@ -473,6 +529,7 @@ fn hashes_of(reached: &Reached, profile: &str) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     if let Some(inv) = reached.remote.get(profile) {
         out.extend(inv.objects.iter().map(|(k, e)| (k.clone(), e.hash.clone())));
+        out.extend(inv.releases.iter().map(|(k, r)| (k.clone(), r.hash())));
     }
     if let Some(inv) = reached.local.get(profile) {
         out.extend(
@@ -492,7 +549,17 @@ fn applied_commit_of(reached: &Reached, profile: &str) -> Option<String> {
         .map(|inv| inv.deployed.commit.clone())
 }
 
-/// Applies one profile's objects at both destinations.
+/// The release keys other profiles' inventories on this cluster hold → that profile.
+fn other_owners(owners: &BTreeMap<String, String>, profile: &str) -> BTreeMap<String, String> {
+    owners
+        .iter()
+        .filter(|(k, p)| k.starts_with(helm::RELEASE_PREFIX) && p.as_str() != profile)
+        .map(|(k, p)| (k.clone(), p.clone()))
+        .collect()
+}
+
+/// Installs one profile's Helm releases, then applies its objects at both destinations.
+#[allow(clippy::too_many_arguments)]
 async fn deploy(
     reached: &Reached,
     management: Option<&Arc<Target>>,
@@ -501,6 +568,8 @@ async fn deploy(
     cluster: &str,
     rendered: Rendered,
     conflicts: Vec<Conflict>,
+    helm_target: &HelmTarget<'_>,
+    owners: &BTreeMap<String, String>,
 ) -> ProfileReport {
     let mode = profile.spec.sync_mode;
     let mut report = report_for(profile.name.clone(), Some(mode), ProfileStatus::InSync);
@@ -510,7 +579,6 @@ async fn deploy(
                 .into(),
         );
     }
-    report.remarks.extend(rendered.unsupported.iter().cloned());
     report.conflicts = conflicts;
     if !report.conflicts.is_empty() && !profile.spec.continue_on_conflict {
         report.status = ProfileStatus::Conflict;
@@ -555,6 +623,75 @@ async fn deploy(
     };
     let dry_run = mode == SyncMode::DryRun;
     let mut wrote = false;
+
+    // Helm releases first: the objects may need a chart's CRDs.
+    let previous_remote = reached.remote.get(&profile.name);
+    let mut release_entries: BTreeMap<String, ReleaseEntry> = previous_remote
+        .map(|inv| inv.releases.clone())
+        .unwrap_or_default();
+    if !rendered.releases.is_empty() || !release_entries.is_empty() {
+        let base = previous_remote.cloned().unwrap_or_else(|| Inventory {
+            profile: profile.name.clone(),
+            cluster: cluster.to_string(),
+            destination: Destination::Remote,
+            deployed: deployed.clone(),
+            objects: BTreeMap::new(),
+            releases: BTreeMap::new(),
+        });
+        let lost_releases: BTreeMap<String, String> = report
+            .conflicts
+            .iter()
+            .filter(|c| c.key.starts_with(helm::RELEASE_PREFIX))
+            .map(|c| (c.key.clone(), c.winner.clone()))
+            .collect();
+        let span = info_span!("helm", profile = %profile.name);
+        let outcome = releases::sync(
+            helm_target,
+            &rendered.releases,
+            &base,
+            &lost_releases,
+            &other_owners(owners, &profile.name),
+            dry_run,
+        )
+        .instrument(span)
+        .await;
+        wrote |= outcome.wrote;
+        report.changes.extend(outcome.changes);
+        report.errors.extend(outcome.errors);
+        if !dry_run {
+            release_entries = outcome.entries;
+        }
+        for (key, entry) in &release_entries {
+            report.hashes.insert(key.clone(), entry.hash());
+        }
+        if !report.errors.is_empty() {
+            // The objects wait for the releases; what the release phase changed is recorded.
+            let recorded = Inventory {
+                releases: release_entries.clone(),
+                ..base.clone()
+            };
+            if !dry_run
+                && previous_remote.map_or(!release_entries.is_empty(), |p| p != &recorded)
+                && let Err(e) =
+                    inventory::write(&reached.target.client, &reached.target.name, &recorded).await
+            {
+                report.errors.push(e.to_string());
+            }
+            report.remarks.push(
+                "objects not applied: a Helm release of this profile failed (retried next pass)"
+                    .into(),
+            );
+            for (key, hash) in hashes_of(reached, &profile.name) {
+                if !key.starts_with(helm::RELEASE_PREFIX) {
+                    report.hashes.insert(key, hash);
+                }
+            }
+            report.status = ProfileStatus::Failed;
+            report.applied_commit = applied_commit_of(reached, &profile.name);
+            return report;
+        }
+    }
+
     for (destination, objects, prefix) in [
         (Destination::Remote, rendered.remote, ""),
         (Destination::Local, rendered.local, LOCAL_PREFIX),
@@ -563,7 +700,11 @@ async fn deploy(
             Destination::Remote => reached.remote.get(&profile.name),
             Destination::Local => reached.local.get(&profile.name),
         };
-        if objects.is_empty() && previous.is_none() {
+        let releases = match destination {
+            Destination::Remote => release_entries.clone(),
+            Destination::Local => BTreeMap::new(),
+        };
+        if objects.is_empty() && previous.is_none() && releases.is_empty() {
             continue;
         }
         let target = match destination {
@@ -601,6 +742,7 @@ async fn deploy(
             previous,
             dry_run,
             released,
+            releases,
         })
         .await;
         wrote |= outcome.wrote;
@@ -664,13 +806,16 @@ fn merge(report: &mut ProfileReport, outcome: Outcome, prefix: &str) {
     );
 }
 
-/// Withdraws a profile from a cluster at both destinations.
+/// Withdraws a profile from a cluster at both destinations: its Helm releases first, then its
+/// objects.
 async fn withdraw(
     reached: &Reached,
     management: Option<&Arc<Target>>,
     profile: &str,
     leave: bool,
     repo: &ConfigRepo,
+    helm_target: &HelmTarget<'_>,
+    owners: &BTreeMap<String, String>,
 ) -> ProfileReport {
     let mode = repo.profiles.get(profile).map(|p| p.spec.sync_mode);
     let mut report = report_for(
@@ -683,13 +828,32 @@ async fn withdraw(
         },
     );
     if let Some(inv) = reached.remote.get(profile) {
-        let outcome = apply::withdraw(&reached.target, inv, leave).await;
+        let kept = if inv.releases.is_empty() {
+            BTreeMap::new()
+        } else {
+            let span = info_span!("helm", profile = %profile);
+            let outcome = releases::withdraw(
+                helm_target,
+                &inv.releases,
+                &other_owners(owners, profile),
+                leave,
+            )
+            .instrument(span)
+            .await;
+            report.changes.extend(outcome.changes);
+            report.errors.extend(outcome.errors);
+            for (key, entry) in &outcome.entries {
+                report.hashes.insert(key.clone(), entry.hash());
+            }
+            outcome.entries
+        };
+        let outcome = apply::withdraw(&reached.target, inv, leave, kept).await;
         merge(&mut report, outcome, "");
     }
     if let Some(inv) = reached.local.get(profile) {
         match management {
             Some(m) => {
-                let outcome = apply::withdraw(m, inv, leave).await;
+                let outcome = apply::withdraw(m, inv, leave, BTreeMap::new()).await;
                 merge(&mut report, outcome, LOCAL_PREFIX);
             }
             None => report

@@ -48,7 +48,7 @@ pub struct RenderedObject {
     pub object: Value,
 }
 
-/// One Helm release to install or uninstall, with its values rendered.
+/// One Helm release to install or uninstall, with its values rendered and merged.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RenderedRelease {
     /// Release namespace.
@@ -61,10 +61,19 @@ pub struct RenderedRelease {
     pub version: String,
     /// Repository URL.
     pub repository: String,
+    /// Repository alias as written (`repositoryName`).
+    pub repository_name: String,
     /// Install or Uninstall.
     pub action: HelmChartAction,
-    /// The rendered `values` (YAML text; empty when none).
-    pub values: String,
+    /// The merged values: the rendered `values` template, then each `valuesFrom` in order
+    /// (maps merged key by key, as helm merges values files). An empty map when none.
+    pub values: Value,
+    /// JSON pointers of the values that came from Secrets: redacted wherever values are shown.
+    pub secret_paths: std::collections::BTreeSet<String>,
+    /// Credentials for the repository (`registryCredentialsConfig`), from a Secret of sources/.
+    pub credentials: Option<crate::helm::cli::Credentials>,
+    /// Where the entry is written, for errors.
+    pub origin: Origin,
 }
 
 /// A kustomizationRef of a profile, left for the kustomize adapter to build.
@@ -167,8 +176,9 @@ pub fn render_profile(
     }
     for h in &profile.spec.helm_charts {
         let at = profile.pos.at(&h.referenced);
-        out.releases
-            .push(render_release(profile, &h.value, &at, &context, sandbox)?);
+        out.releases.push(render_release(
+            repo, profile, &h.value, &at, &context, sandbox,
+        )?);
     }
     Ok(out)
 }
@@ -351,6 +361,7 @@ pub fn stamp(object: &mut Value, profile: &str) {
 }
 
 fn render_release(
+    repo: &ConfigRepo,
     profile: &Profile,
     chart: &HelmChart,
     at: &Origin,
@@ -358,24 +369,143 @@ fn render_release(
     sandbox: &Sandbox,
 ) -> Result<RenderedRelease, RenderError> {
     let release = format!("{}/{}", chart.release_namespace, chart.release_name);
-    let values = match &chart.values {
-        Some(values) => {
-            let first_line = profile.pos.at(&values.referenced).line;
-            let rendered = sandbox
-                .render(&format!("{release} values"), &values.value, context)
-                .map_err(|e| template_error(&at.file, first_line, &e, false))?;
-            check_values(&rendered).map_err(|(line, message)| RenderError {
-                origin: Origin {
-                    file: at.file.clone(),
-                    line: first_line,
-                },
-                message: format!(
-                    "helm release {release}: rendered values line {line} are not valid YAML: {message}"
-                ),
+    let at_ref = |origin: &Origin, message: String| RenderError {
+        origin: origin.clone(),
+        message,
+    };
+    let mut values = Value::Object(serde_json::Map::new());
+    let mut secret_paths = std::collections::BTreeSet::new();
+    if let Some(text) = &chart.values {
+        let first_line = profile.pos.at(&text.referenced).line;
+        let rendered = sandbox
+            .render(&format!("{release} values"), &text.value, context)
+            .map_err(|e| template_error(&at.file, first_line, &e, false))?;
+        let parsed = check_values(&rendered).map_err(|(line, message)| RenderError {
+            origin: Origin {
+                file: at.file.clone(),
+                line: first_line,
+            },
+            message: format!(
+                "helm release {release}: rendered values line {line} are not valid YAML: {message}"
+            ),
+        })?;
+        crate::helm::merge_values(&mut values, parsed);
+    }
+    for v in &chart.values_from {
+        let origin = profile.pos.at(&v.referenced);
+        let reference = &v.value;
+        // (label, text, template, secret, file, first line)
+        let mut pieces: Vec<(String, String, bool, bool, String, usize)> = Vec::new();
+        if let (Some(kind), Some(name)) = (reference.kind, &reference.name) {
+            let key = SourceKey {
+                kind,
+                namespace: reference
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| "default".into()),
+                name: name.clone(),
+            };
+            let source = repo.sources.get(&key).ok_or_else(|| {
+                at_ref(&origin, format!("valuesFrom: {key} not found in sources/"))
             })?;
-            rendered
+            for entry in &source.entries {
+                pieces.push((
+                    format!("{key} [{}]", entry.key),
+                    entry.text.clone(),
+                    source.template,
+                    source.is_secret(),
+                    source.origin.file.clone(),
+                    entry.line,
+                ));
+            }
+        } else if let Some(path) = &reference.path {
+            let resolved = repo
+                .tree
+                .resolve(path)
+                .map_err(|e| at_ref(&origin, format!("valuesFrom: {e}")))?;
+            let files = repo
+                .tree
+                .files_at(&resolved)
+                .map_err(|e| at_ref(&origin, format!("valuesFrom: {e}")))?;
+            for (file, bytes) in files {
+                if !(is_manifest_file(&file) || file == resolved) {
+                    continue;
+                }
+                let text = String::from_utf8(bytes.to_vec()).map_err(|_| {
+                    at_ref(
+                        &origin,
+                        format!("valuesFrom: {file} is not valid UTF-8 text"),
+                    )
+                })?;
+                pieces.push((format!("path {file}"), text, false, false, file, 1));
+            }
         }
-        None => String::new(),
+        for (label, text, template, secret, file, first_line) in pieces {
+            let text = if template {
+                sandbox
+                    .render(&label, &text, context)
+                    .map_err(|e| template_error(&file, first_line, &e, secret))?
+            } else {
+                text
+            };
+            let parsed = check_values(&text).map_err(|(line, message)| RenderError {
+                origin: Origin {
+                    file: file.clone(),
+                    line: if secret || template {
+                        first_line
+                    } else {
+                        first_line + line - 1
+                    },
+                },
+                message: if secret {
+                    format!("helm release {release}: {label} is not valid values YAML (details withheld)")
+                } else {
+                    format!("helm release {release}: {label}: values line {line}: {message}")
+                },
+            })?;
+            if secret {
+                secret_paths.extend(crate::helm::leaf_paths(&parsed));
+            }
+            crate::helm::merge_values(&mut values, parsed);
+        }
+    }
+    let credentials = match &chart.registry_credentials_config {
+        Some(config) => {
+            let origin = profile.pos.at(&config.referenced);
+            let reference = &config.value.credentials;
+            let key = SourceKey {
+                kind: crate::config::SourceKind::Secret,
+                namespace: reference
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| "default".into()),
+                name: reference.name.clone(),
+            };
+            let source = repo.sources.get(&key).ok_or_else(|| {
+                at_ref(
+                    &origin,
+                    format!("registryCredentialsConfig: {key} not found in sources/"),
+                )
+            })?;
+            let field = |name: &str| {
+                source
+                    .entries
+                    .iter()
+                    .find(|e| e.key == name)
+                    .map(|e| e.text.trim_end_matches(['\n', '\r']).to_string())
+                    .ok_or_else(|| {
+                        at_ref(
+                            &origin,
+                            format!("registryCredentialsConfig: {key} has no data key {name:?}"),
+                        )
+                    })
+            };
+            Some(crate::helm::cli::Credentials {
+                username: field("username")?,
+                password: field("password")?,
+            })
+        }
+        None => None,
     };
     Ok(RenderedRelease {
         namespace: chart.release_namespace.clone(),
@@ -383,8 +513,12 @@ fn render_release(
         chart: chart.chart_name.clone(),
         version: chart.chart_version.clone(),
         repository: chart.repository_url.clone(),
+        repository_name: chart.repository_name.clone(),
         action: chart.helm_chart_action,
         values,
+        secret_paths,
+        credentials,
+        origin: at.clone(),
     })
 }
 

@@ -48,11 +48,15 @@ pub fn to_text(cluster: &str, profiles: &[RenderedProfile]) -> String {
                 HelmChartAction::Uninstall => "Uninstall",
             };
             let _ = writeln!(out, "#   action: {action}");
-            if release.values.trim().is_empty() {
+            if release.credentials.is_some() {
+                let _ = writeln!(out, "#   credentials: from registryCredentialsConfig");
+            }
+            let shown = crate::helm::redact_values(&release.values, &release.secret_paths);
+            if shown.as_object().is_none_or(|m| m.is_empty()) {
                 let _ = writeln!(out, "#   values: {{}}");
             } else {
                 let _ = writeln!(out, "#   values:");
-                for line in release.values.trim_end().lines() {
+                for line in yaml(&shown).trim_end().lines() {
                     if line.trim().is_empty() {
                         continue;
                     }

@@ -82,6 +82,7 @@ fn summary(report: &PassReport) -> String {
         }
     }
     let mut actions = Vec::new();
+    let releases = release_counts(report.clusters.iter().flat_map(|c| &c.profiles));
     for (action, word) in [
         (Action::Created, "created"),
         (Action::Updated, "updated"),
@@ -89,10 +90,13 @@ fn summary(report: &PassReport) -> String {
         (Action::Released, "released"),
         (Action::Failed, "failed"),
     ] {
-        if let Some(n) = counts.get(&action) {
+        let n =
+            counts.get(&action).copied().unwrap_or(0) - releases.get(&action).copied().unwrap_or(0);
+        if n > 0 {
             actions.push(format!("{n} {word}"));
         }
     }
+    actions.extend(release_tally(&releases, ProfileStatus::Applied));
     let errors: usize = report
         .clusters
         .iter()
@@ -127,6 +131,49 @@ fn summary(report: &PassReport) -> String {
         report.clusters.len(),
         parts.join(", ")
     )
+}
+
+/// Whether a change is a Helm release's (`helm:<namespace>/<name>`).
+fn is_release(key: &str) -> bool {
+    key.starts_with(crate::helm::RELEASE_PREFIX)
+}
+
+/// Counts of release actions.
+fn release_counts<'a>(
+    profiles: impl Iterator<Item = &'a ProfileReport>,
+) -> BTreeMap<Action, usize> {
+    let mut counts = BTreeMap::new();
+    for change in profiles.flat_map(|p| &p.changes) {
+        if is_release(&change.key) {
+            *counts.entry(change.action).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+/// `1 release installed, 2 releases upgraded` (unchanged and skipped ones are not counted).
+fn release_tally(counts: &BTreeMap<Action, usize>, status: ProfileStatus) -> Vec<String> {
+    let dry = status == ProfileStatus::DryRun;
+    counts
+        .iter()
+        .filter_map(|(action, n)| {
+            let word = match action {
+                Action::Created if dry => "to install",
+                Action::Updated if dry => "to upgrade",
+                Action::Pruned if dry => "to uninstall",
+                Action::Created => "installed",
+                Action::Updated => "updated",
+                Action::Pruned => "uninstalled",
+                Action::Released => "left installed",
+                Action::Failed => "failed",
+                Action::Unchanged | Action::Skipped => return None,
+            };
+            Some(format!(
+                "{n} {} {word}",
+                if *n == 1 { "release" } else { "releases" }
+            ))
+        })
+        .collect()
 }
 
 fn profile_changed(p: &ProfileReport) -> bool {
@@ -192,14 +239,18 @@ fn profile_section(out: &mut String, profile: &ProfileReport) {
         .map(|m| format!("{m:?}"))
         .unwrap_or_else(|| "removed from Git".into());
     let mut counts: BTreeMap<Action, usize> = BTreeMap::new();
-    for change in &profile.changes {
+    for change in profile.changes.iter().filter(|c| !is_release(&c.key)) {
         *counts.entry(change.action).or_insert(0) += 1;
     }
-    let tally: Vec<String> = counts
+    let mut tally: Vec<String> = counts
         .iter()
         .filter(|(a, _)| **a != Action::Unchanged)
         .map(|(a, n)| format!("{n} {}", word(*a, profile.status)))
         .collect();
+    tally.extend(release_tally(
+        &release_counts(std::iter::once(profile)),
+        profile.status,
+    ));
     let _ = writeln!(
         out,
         "### {} ({mode}): {}{}",
@@ -230,6 +281,22 @@ fn profile_section(out: &mut String, profile: &ProfileReport) {
         );
     }
     for change in &profile.changes {
+        if let Some(release) = change.key.strip_prefix(crate::helm::RELEASE_PREFIX) {
+            // Every release is listed, unchanged ones too: there are few, and the phrase says
+            // which chart version is installed.
+            let _ = writeln!(
+                out,
+                "helm release {release}: {}",
+                change
+                    .detail
+                    .as_deref()
+                    .unwrap_or(word(change.action, profile.status))
+            );
+            if let Some(diff) = &change.diff {
+                let _ = writeln!(out, "```diff\n{}```", ensure_newline(diff));
+            }
+            continue;
+        }
         if change.action == Action::Unchanged {
             continue;
         }

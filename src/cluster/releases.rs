@@ -1,0 +1,67 @@
+//! Helm releases as the kube API shows them, read without starting helm: helm (v3 and v4) keeps
+//! each revision of a release in a Secret `sh.helm.release.v1.<name>.v<revision>` of type
+//! `helm.sh/release.v1` in the release namespace, labelled `owner=helm`, `name`, `status` and
+//! `version`. A metadata-only list of those labels tells whether a release is still at the
+//! revision flotilla wrote, deployed; the record itself (values and manifest) is read only when
+//! a release changes, for the note's diffs.
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ListParams};
+
+use super::{ClusterError, Target};
+use crate::helm::{LiveRelease, OWNER_LABEL, ReleaseRecord, newest_revision, record_secret_name};
+
+/// The newest revision of release `name` in `namespace` and its status; `None` when helm has no
+/// record of it. One metadata-only list request.
+pub async fn live(
+    target: &Target,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<LiveRelease>, ClusterError> {
+    let api: Api<Secret> = Api::namespaced(target.client.clone(), namespace);
+    let selector = format!("{OWNER_LABEL}=helm,name={name}");
+    let list = api
+        .list_metadata(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|source| ClusterError::Api {
+            cluster: target.name.clone(),
+            source,
+        })?;
+    let labels: Vec<_> = list
+        .items
+        .into_iter()
+        .filter_map(|m| m.metadata.labels)
+        .collect();
+    Ok(newest_revision(&labels, name))
+}
+
+/// Revision `revision` of a release as helm recorded it; `Ok(None)` when the Secret is gone,
+/// `Err` with a message when it cannot be read or decoded.
+pub async fn record(
+    target: &Target,
+    namespace: &str,
+    name: &str,
+    revision: u64,
+) -> Result<Option<ReleaseRecord>, String> {
+    let api: Api<Secret> = Api::namespaced(target.client.clone(), namespace);
+    let secret = api
+        .get_opt(&record_secret_name(name, revision))
+        .await
+        .map_err(|e| {
+            format!(
+                "cluster {}: reading release {namespace}/{name}: {e}",
+                target.name
+            )
+        })?;
+    let Some(secret) = secret else {
+        return Ok(None);
+    };
+    let data = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get("release"))
+        .ok_or_else(|| format!("release {namespace}/{name} v{revision}: no data.release"))?;
+    ReleaseRecord::decode(&data.0)
+        .map(Some)
+        .map_err(|e| format!("release {namespace}/{name} v{revision}: {e}"))
+}
