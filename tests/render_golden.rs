@@ -70,7 +70,38 @@ fn render_is_deterministic() {
 
 #[test]
 fn render_one_profile_and_unknown_names() {
-    let (code, stdout, _) = render("prod-eu-1", &["--profile", "deploy-calico"]);
+    // deploy-calico needs a cluster labelled internet=true (its chart is public, and the
+    // offline demo must not reach for it): label prod-eu-1 so in a copy of example-repo.
+    let copy = tempfile::tempdir().expect("tempdir");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("example-repo"),
+        copy.path(),
+    );
+    let fleet = copy.path().join("clusters/fleet.yaml");
+    let text = std::fs::read_to_string(&fleet).expect("fleet.yaml");
+    let labelled = text.replace(
+        "labels: {env: prod, region: eu, cni: calico}",
+        "labels: {env: prod, region: eu, cni: calico, internet: \"true\"}",
+    );
+    assert_ne!(text, labelled, "prod-eu-1's labels moved in example-repo");
+    std::fs::write(&fleet, labelled).expect("write fleet.yaml");
+    let out = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .args([
+            "render",
+            "--cluster",
+            "prod-eu-1",
+            "--profile",
+            "deploy-calico",
+            "--path",
+        ])
+        .arg(copy.path())
+        .env("FLOTILLA_KUSTOMIZE_BIN", kustomize_bin())
+        .output()
+        .expect("run flotilla");
+    let (code, stdout) = (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    );
     assert_eq!(code, 0);
     assert!(
         stdout.contains("helm release: tigera-operator/calico"),
@@ -170,4 +201,18 @@ fn without_a_kustomize_binary_refs_are_printed_as_comments() {
         String::from_utf8_lossy(&out.stderr)
             .contains("/nonexistent/kustomize: not an executable file")
     );
+}
+
+/// Copies a directory tree (files and folders).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
 }

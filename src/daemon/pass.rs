@@ -386,12 +386,26 @@ async fn sync_cluster(
             .map(|v| v.git_version.clone()),
     };
     let lost = plan::resolve_conflicts(&claims, &owners);
+    // Releases that a profile applying this pass installs (it won them): a profile withdrawn in
+    // the same pass hands them over instead of uninstalling them.
+    let claimants: BTreeMap<String, String> = claims
+        .iter()
+        .filter(|c| c.key.starts_with(helm::RELEASE_PREFIX) && !c.dry_run)
+        .filter(|c| {
+            !lost
+                .get(&c.profile)
+                .is_some_and(|l| l.iter().any(|x| x.key == c.key))
+        })
+        .map(|c| (c.key.clone(), c.profile.clone()))
+        .collect();
 
     let mut status_of: BTreeMap<String, ProfileStatus> = BTreeMap::new();
     for step in steps {
         let report = match step {
             Step::Withdraw { profile, leave, .. } => {
                 let span = info_span!("withdraw", profile = %profile);
+                let mut holders = owners.clone();
+                holders.extend(claimants.iter().map(|(k, p)| (k.clone(), p.clone())));
                 withdraw(
                     &reached,
                     management.as_ref(),
@@ -399,7 +413,7 @@ async fn sync_cluster(
                     leave,
                     repo,
                     &helm_target,
-                    &owners,
+                    &holders,
                 )
                 .instrument(span)
                 .await
@@ -677,10 +691,12 @@ async fn deploy(
             {
                 report.errors.push(e.to_string());
             }
-            report.remarks.push(
-                "objects not applied: a Helm release of this profile failed (retried next pass)"
-                    .into(),
-            );
+            if !rendered.remote.is_empty() || !rendered.local.is_empty() {
+                report.remarks.push(
+                    "objects not applied: a Helm release of this profile failed (retried next pass)"
+                        .into(),
+                );
+            }
             for (key, hash) in hashes_of(reached, &profile.name) {
                 if !key.starts_with(helm::RELEASE_PREFIX) {
                     report.hashes.insert(key, hash);
