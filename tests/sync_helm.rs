@@ -468,6 +468,13 @@ async fn oci_credentials_conflicts_and_helm_errors_fail_only_their_profile() {
     charts.add_chart(&Chart::new("broken", "1.0.0").failing_render("broken on purpose"));
     charts.add_chart(&Chart::new("hooked", "1.0.0").failing_hook(FailingHook::Rejected));
     charts.add_chart(&Chart::new("slow", "1.0.0").failing_hook(FailingHook::NeverCompletes));
+    // A chart whose archive no longer matches the digest the index publishes.
+    charts.add_chart(&Chart::new("tampered", "1.0.0"));
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let forged = Chart::new("tampered", "1.0.0")
+        .values_yaml("greeting: forged\nreplicas: 0\nextra: {}\n")
+        .package(elsewhere.path());
+    std::fs::copy(&forged, charts.root().join("tampered-1.0.0.tgz")).expect("tamper");
     let private = ChartRepo::start_with_basic_auth("reader", "s3cr3t-chart-pass");
     private.add_chart(&Chart::new("demo", "1.0.0"));
     let registry = Registry::start_with_basic_auth();
@@ -485,6 +492,32 @@ async fn oci_credentials_conflicts_and_helm_errors_fail_only_their_profile() {
     let oci_creds = "    registryCredentialsConfig:\n      credentials: {name: registry-creds}\n    values: |\n      greeting: from-oci\n";
     let profiles = profiles_with_errors(&charts.url(), &registry.url(), &private.url(), oci_creds);
     write_profiles(&repo, &profiles);
+    repo.write(
+        "profiles/tampered.yaml",
+        &profile_yaml(
+            "tampered",
+            &format!(
+                "  clusterRefs: [one]\n  helmCharts:\n{}",
+                helm_chart(&charts.url(), "tampered", "1.0.0", "tampered", "")
+            ),
+        ),
+    );
+    repo.write(
+        "profiles/dry.yaml",
+        &profile_yaml(
+            "dry",
+            &format!(
+                "  clusterRefs: [one]\n  syncMode: DryRun\n  helmCharts:\n{}",
+                helm_chart(
+                    &charts.url(),
+                    "demo",
+                    "1.0.0",
+                    "dry",
+                    "    values: |\n      greeting: dry\n"
+                )
+            ),
+        ),
+    );
     let commit = repo.commit("many charts");
 
     let started = Instant::now();
@@ -549,6 +582,7 @@ async fn oci_credentials_conflicts_and_helm_errors_fail_only_their_profile() {
         ("bad-render", "broken on purpose"),
         ("bad-hook", "failed pre-install"),
         ("slow-hook", "context deadline exceeded"),
+        ("tampered", "digest mismatch"),
     ] {
         let section = section(&text, profile);
         assert!(
@@ -560,6 +594,14 @@ async fn oci_credentials_conflicts_and_helm_errors_fail_only_their_profile() {
             "{profile}: want {message:?} in\n{section}"
         );
     }
+    // DryRun says what it would do (helm template for the manifest) and installs nothing.
+    let dry = section(&text, "dry");
+    assert!(
+        dry.contains("### dry (DryRun): dry run, nothing applied — 1 release to install\nhelm release apps/dry: would install demo 1.0.0\n"),
+        "{dry}"
+    );
+    assert!(dry.contains("+  greeting: dry"), "{dry}");
+    assert_eq!(listed(&fleet, "one", "apps", "dry"), None);
     let state = repo.state(&commit);
     assert_eq!(
         state["clusters"]["one"]["profiles"]["unreachable"]["status"],

@@ -709,4 +709,72 @@ data:
         assert_eq!(err.origin.file, "m.yaml");
         assert!(err.message.contains("has no metadata.name"), "{err}");
     }
+
+    #[test]
+    fn release_values_merge_values_from_in_order_and_remember_secret_paths() {
+        let sources = "\
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: base-values}
+data:
+  values.yaml: |
+    replicas: 2
+    image: {repository: web, tag: '1.0'}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: web-secrets}
+stringData:
+  values.yaml: |
+    auth: {password: hunter2}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: creds}
+stringData:
+  username: reader
+  password: pass
+";
+        let text = profile(
+            "p",
+            "  clusterRefs: [c1]\n  helmCharts:\n  - repositoryURL: oci://127.0.0.1:5000/charts\n    repositoryName: charts\n    chartName: charts/web\n    chartVersion: 1.0.0\n    releaseName: web\n    releaseNamespace: apps\n    values: |\n      replicas: 1\n      name: '{{ cluster.metadata.name }}'\n    valuesFrom:\n    - {kind: ConfigMap, name: base-values}\n    - {kind: Secret, name: web-secrets}\n    - {path: values/override.yaml}\n    registryCredentialsConfig:\n      credentials: {name: creds}\n",
+        );
+        let repo = repo(&[
+            ("sources/s.yaml", sources),
+            ("profiles/p.yaml", &text),
+            ("values/override.yaml", "image: {tag: '1.1'}\n"),
+        ]);
+        let rendered = render_profile(
+            &repo,
+            &repo.profiles["p"],
+            &variables(&repo),
+            &Sandbox::new(),
+        )
+        .expect("renders");
+        let release = &rendered.releases[0];
+        assert_eq!(
+            release.values,
+            json!({
+                "replicas": 2,
+                "name": "c1",
+                "image": {"repository": "web", "tag": "1.1"},
+                "auth": {"password": "hunter2"},
+            })
+        );
+        assert_eq!(
+            release.secret_paths,
+            std::collections::BTreeSet::from(["/auth/password".to_string()])
+        );
+        let credentials = release.credentials.as_ref().expect("credentials");
+        assert_eq!(
+            (credentials.username.as_str(), credentials.password.as_str()),
+            ("reader", "pass")
+        );
+        let printed = to_text("c1", std::slice::from_ref(&rendered));
+        assert!(
+            !printed.contains("hunter2") && !printed.contains("pass\n"),
+            "{printed}"
+        );
+        assert!(printed.contains("password: <redacted fnv1a:"), "{printed}");
+    }
 }
