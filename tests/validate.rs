@@ -525,7 +525,7 @@ fn cli_validate_exit_codes_and_format() {
     );
     let stdout = String::from_utf8_lossy(&ok.stdout);
     assert!(
-        stdout.starts_with("valid: 4 clusters, 8 profiles, 2 classifiers"),
+        stdout.starts_with("valid: 4 clusters, 10 profiles, 2 classifiers"),
         "{stdout}"
     );
 
