@@ -12,7 +12,14 @@
 #            must be 0), requests in total, wall time, and whether the poll fetched (must not)
 #   latency  `flotilla run` on a local repository: `git commit` → object applied on all 3
 #            clusters (last write's completion in the audit logs minus the commit time)
-# --quick: 1 run each, 2 profiles (a smoke test; CI may run it).
+#   helm     one commit, 1 cluster, 1 profile with N helmCharts entries (releases r1..rN of one
+#            small chart from a loopback http chart repository), N = 10, 50, 100: `sync --once`
+#            wall time until all N releases are deployed (fresh chart cache, so the chart
+#            download is included), flotilla's own peak RSS, helm processes started; then the
+#            no-op pass: wall time, helm processes started (must be 0), chart repository
+#            requests, write requests (must be 0) and requests in total. N = 100 runs at most
+#            3 times (each run installs and then uninstalls 100 releases, one helm at a time).
+# --quick: 1 run each, 2 profiles, helm with N = 10 only (a smoke test; CI may run it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -24,28 +31,37 @@ while [ $# -gt 0 ]; do
     --quick) quick=1; runs=1; shift ;;
     --runs) runs=$2; shift 2 ;;
     -h | --help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
-    sync | latency) workloads+=("$1"); shift ;;
+    sync | latency | helm) workloads+=("$1"); shift ;;
     *) echo "bench: unknown argument $1" >&2; exit 2 ;;
   esac
 done
-[ ${#workloads[@]} -gt 0 ] || workloads=(sync latency)
-profiles=20
-[ $quick -eq 1 ] && profiles=2
+[ ${#workloads[@]} -gt 0 ] || workloads=(sync latency helm)
+profiles=20 releases=(10 50 100)
+[ $quick -eq 1 ] && profiles=2 releases=(10)
+# sync and latency need 3 clusters; helm needs one (c1), so `bench.sh helm` starts only that.
+clusters=(c1)
+case " ${workloads[*]} " in *" sync "* | *" latency "*) clusters=(c1 c2 c3) ;; esac
 
+# Other work on the machine competes for the same cores: its load average goes into the heading.
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 scripts/testbin.sh >/dev/null
 cargo build --release --locked --quiet
 flotilla=${CARGO_TARGET_DIR:-$root/target}/release/flotilla
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/flotilla-bench.XXXXXX")
-daemon_pid=""
+daemon_pid="" http_pid=""
 cleanup() {
   [ -n "$daemon_pid" ] && kill "$daemon_pid" 2>/dev/null || true
+  [ -n "$http_pid" ] && kill "$http_pid" 2>/dev/null || true
   scripts/local-clusters.sh down --dir "$work/fleet" >/dev/null 2>&1 || true
   rm -rf "$work"
 }
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
-scripts/local-clusters.sh up --dir "$work/fleet" --owner-pid $$ --names c1,c2,c3 >/dev/null
+scripts/local-clusters.sh up --dir "$work/fleet" --owner-pid $$ \
+  --names "$(IFS=,; echo "${clusters[*]}")" >/dev/null
 
 # A config repo: 3 clusters, $profiles profiles of 10 ConfigMaps each (templated with the
 # cluster's name), one namespace profile they depend on.
@@ -72,14 +88,15 @@ make_repo() {
 
 commit() { git -C "$1" -c user.name=bench -c user.email=bench@example.com commit -q -a -m "$2"; }
 
-# count_requests SINCE_LINES... → "writes total" over the 3 audit logs after the given line counts
-audit_lines() { for c in c1 c2 c3; do wc -l < "$work/fleet/logs/$c.audit.log"; done | tr '\n' ' '; }
+# count_requests SINCE_LINES... → "writes total" over the clusters' audit logs after the given
+# line counts (one per cluster, as audit_lines prints them)
+audit_lines() { for c in "${clusters[@]}"; do wc -l < "$work/fleet/logs/$c.audit.log"; done | tr '\n' ' '; }
 count_requests() {
-  python3 - "$work/fleet/logs" "$@" <<'PY'
+  python3 - "$work/fleet/logs" "${clusters[*]}" "$@" <<'PY'
 import json, sys
-logs, since = sys.argv[1], [int(x) for x in sys.argv[2:]]
+logs, names, since = sys.argv[1], sys.argv[2].split(), [int(x) for x in sys.argv[3:]]
 writes = total = 0
-for i, c in enumerate(["c1", "c2", "c3"]):
+for i, c in enumerate(names):
     with open(f"{logs}/{c}.audit.log") as f:
         for n, line in enumerate(f):
             if n < since[i]:
@@ -103,6 +120,131 @@ measure() {
   cat "$work/time"
 }
 
+# measure_own CMD... → prints "wall_seconds own_peak_rss_kib tree_peak_rss_kib". /usr/bin/time's
+# %M is the larger of the process's peak RSS and that of the largest child it reaped, so with helm
+# children it shows helm's; flotilla's own high-water mark (VmHWM) is read from /proc every 10 ms
+# until it exits (the last reading before exit).
+measure_own() {
+  python3 - "$work/stderr" "$@" >"$work/time" <<'PY' || { cat "$work/stderr" >&2; return 1; }
+import os, subprocess, sys, time
+with open(sys.argv[1], "w") as err:
+    t0 = time.monotonic()
+    child = subprocess.Popen(sys.argv[2:], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+    own = 0
+    while True:
+        try:
+            with open(f"/proc/{child.pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        own = max(own, int(line.split()[1]))
+        except OSError:
+            pass
+        pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+        if pid:
+            break
+        time.sleep(0.01)
+    wall = time.monotonic() - t0
+print(f"{wall:.2f} {own} {usage.ru_maxrss}")
+sys.exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1)
+PY
+  cat "$work/time"
+}
+
+# The helm workload: a chart repository on loopback (python's http.server, started once), the
+# pinned helm with private homes (never ~/.config/helm), and a --helm-bin wrapper that appends
+# each helm invocation to $work/helm-calls.log.
+helm=${FLOTILLA_TESTBIN:-$HOME/.cache/flotilla/testbin}/helm
+chart_url=""
+run_helm() {
+  HELM_CACHE_HOME="$work/helm-home/cache" HELM_CONFIG_HOME="$work/helm-home/config" \
+    HELM_DATA_HOME="$work/helm-home/data" KUBECONFIG="$work/fleet/c1.kubeconfig" "$helm" "$@"
+}
+helm_setup() {
+  [ -z "$http_pid" ] || return 0
+  local chart=$work/chart/bench served=$work/served port="" w
+  mkdir -p "$chart/templates" "$served" "$work/helm-wrapper"
+  printf 'apiVersion: v2\nname: bench\ndescription: flotilla benchmark chart\ntype: application\nversion: 0.1.0\nappVersion: "0.1.0"\n' \
+    > "$chart/Chart.yaml"
+  printf 'greeting: hello\nreplicas: 0\n' > "$chart/values.yaml"
+  cat > "$chart/templates/configmap.yaml" <<'YAML'
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {{ .Release.Name }}-{{ .Chart.Name }}
+  labels:
+    app.kubernetes.io/instance: {{ .Release.Name }}
+data:
+  greeting: {{ .Values.greeting | quote }}
+  chartVersion: {{ .Chart.Version | quote }}
+YAML
+  # No nodes and no controllers here: the Deployment is accepted and never rolls out (flotilla
+  # never passes --wait).
+  cat > "$chart/templates/deployment.yaml" <<'YAML'
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ .Release.Name }}-{{ .Chart.Name }}
+spec:
+  replicas: {{ .Values.replicas }}
+  selector:
+    matchLabels:
+      app.kubernetes.io/instance: {{ .Release.Name }}
+  template:
+    metadata:
+      labels:
+        app.kubernetes.io/instance: {{ .Release.Name }}
+    spec:
+      containers:
+      - name: app
+        image: registry.invalid/flotilla-bench/app:0.1.0
+YAML
+  run_helm package "$chart" --destination "$served" >/dev/null
+  # Port 0: the server picks a free port and prints it; the index is written once it is known.
+  python3 -u -m http.server --bind 127.0.0.1 --directory "$served" 0 >"$work/http.out" 2>"$work/http.log" &
+  http_pid=$!
+  for ((w = 0; w < 100; w++)); do
+    port=$(sed -n 's/^Serving HTTP on .* port \([0-9][0-9]*\) .*/\1/p' "$work/http.out")
+    [ -n "$port" ] && break
+    sleep 0.1
+  done
+  [ -n "$port" ] || { echo "bench: the chart repository did not start" >&2; exit 1; }
+  chart_url=http://127.0.0.1:$port
+  run_helm repo index "$served" --url "$chart_url"
+  # shellcheck disable=SC2016 # $* is for the wrapper to expand
+  printf '#!/bin/sh\necho "$*" >> %s\nexec %s "$@"\n' "$work/helm-calls.log" "$helm" > "$work/helm-wrapper/helm"
+  chmod +x "$work/helm-wrapper/helm"
+}
+
+# make_helm_repo DIR N: cluster c1 and one profile with N releases r1..rN of the bench chart in
+# namespace helm-bench, values templated with the cluster's name.
+make_helm_repo() {
+  local repo=$1 n=$2 i
+  mkdir -p "$repo/clusters" "$repo/profiles"
+  printf 'apiVersion: flotilla.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: c1\n  labels: {env: bench}\n' \
+    > "$repo/clusters/fleet.yaml"
+  {
+    printf 'apiVersion: flotilla.dev/v1alpha1\nkind: ClusterProfile\nmetadata:\n  name: helm-bench\nspec:\n  clusterSelector: {matchLabels: {env: bench}}\n  helmCharts:\n'
+    for ((i = 1; i <= n; i++)); do
+      printf '  - repositoryURL: %s\n    repositoryName: bench\n    chartName: bench/bench\n    chartVersion: 0.1.0\n    releaseName: r%s\n    releaseNamespace: helm-bench\n    helmChartAction: Install\n    values: |\n      greeting: "{{ cluster.metadata.name }}-r%s"\n' \
+        "$chart_url" "$i" "$i"
+    done
+  } > "$repo/profiles/helm.yaml"
+}
+
+# helm_deployed N [any] → how many of r1..rN `helm list -A` shows in helm-bench as deployed
+# bench-0.1.0 (with `any`: in any status)
+helm_deployed() {
+  run_helm list --all-namespaces --max 0 --output json | python3 -c '
+import json, sys
+n, anystatus = int(sys.argv[1]), sys.argv[2] == "any"
+names = {f"r{i}" for i in range(1, n + 1)}
+print(sum(1 for r in json.load(sys.stdin)
+          if r["namespace"] == "helm-bench" and r["name"] in names
+          and (anystatus or (r["status"] == "deployed" and r["chart"] == "bench-0.1.0"))))
+' "$1" "${2:-}"
+}
+
+max() { printf '%s\n' "$@" | sort -n | tail -n 1; }
 median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2}'; }
 spread() { sort -g | awk 'NR==1{min=$1} {max=$1} END {printf "%s–%s", min, max}'; }
 
@@ -126,11 +268,11 @@ for workload in "${workloads[@]}"; do
         read -r wall rss <<<"$(measure "$flotilla" sync --once --repo "file://$work/bare$r.git" \
           "${sync_args[@]}" --cache-dir "$work/cache$r" --notes-ref "refs/notes/bench$r")"
         walls+=("$wall") rsss+=("$rss")
-        since=$(audit_lines)
+        read -ra since <<<"$(audit_lines)"
         read -r wall rss <<<"$(FLOTILLA_LOG=flotilla=debug measure "$flotilla" sync --once \
           --repo "file://$work/bare$r.git" "${sync_args[@]}" --cache-dir "$work/cache$r" \
           --notes-ref "refs/notes/bench$r")"
-        read -r writes total <<<"$(count_requests $since)"
+        read -r writes total <<<"$(count_requests "${since[@]}")"
         noop_walls+=("$wall") noop_writes+=("$writes") noop_totals+=("$total")
         # The git adapter logs "fetched a new commit" only when a poll fetched.
         noop_fetched+=("$(grep -c 'fetched a new commit' "$work/stderr" || true)")
@@ -203,6 +345,70 @@ PY
       row latency "git commit in a local repo → applied on 3 clusters (run, watcher)" \
         "$(printf '%s\n' "${lats[@]}" | median) s ($(printf '%s\n' "${lats[@]}" | spread))" "target ≤ 2 s"
       ;;
+    helm)
+      helm_setup
+      for n in "${releases[@]}"; do
+        n_runs=$runs
+        [ "$n" -ge 100 ] && [ "$n_runs" -gt 3 ] && n_runs=3
+        walls=() owns=() trees=() calls=() noop_walls=() noop_calls=() noop_repo=() noop_writes=() noop_totals=()
+        for ((r = 1; r <= n_runs; r++)); do
+          id=h$n-$r
+          rm -rf "$work/repo-$id" "$work/bare-$id.git" "$work/cache-$id" "$work/charts-$id"
+          make_helm_repo "$work/repo-$id" "$n"
+          git init -q -b main "$work/repo-$id"
+          git -C "$work/repo-$id" add -A
+          commit "$work/repo-$id" "helm bench $id"
+          git init -q --bare -b main "$work/bare-$id.git"
+          git -C "$work/repo-$id" push -q "$work/bare-$id.git" main
+          helm_sync=("$flotilla" sync --once --repo "file://$work/bare-$id.git" "${sync_args[@]}"
+            --cache-dir "$work/cache-$id" --chart-cache-dir "$work/charts-$id"
+            --notes-ref "refs/notes/$id" --helm-bin "$work/helm-wrapper/helm")
+          : > "$work/helm-calls.log"
+          read -r wall own tree <<<"$(measure_own "${helm_sync[@]}")"
+          walls+=("$wall") owns+=("$own") trees+=("$tree")
+          calls+=("$(wc -l < "$work/helm-calls.log")")
+          # e.g. "upgrade 10, pull 1" (the same in every run)
+          call_kinds=$(awk '{print $1}' "$work/helm-calls.log" | sort | uniq -c | sort -rn |
+            awk '{printf "%s%s %s", sep, $2, $1; sep = ", "}')
+          deployed=$(helm_deployed "$n")
+          [ "$deployed" -eq "$n" ] || {
+            echo "bench: helm $id: $deployed of $n releases deployed after sync --once" >&2
+            cat "$work/stderr" >&2
+            exit 1
+          }
+          # The no-op pass: same commit, releases in sync.
+          : > "$work/helm-calls.log"
+          repo_since=$(wc -l < "$work/http.log")
+          read -ra since <<<"$(audit_lines)"
+          read -r wall own tree <<<"$(measure_own "${helm_sync[@]}")"
+          read -r writes total <<<"$(count_requests "${since[@]}")"
+          noop_walls+=("$wall") noop_writes+=("$writes") noop_totals+=("$total")
+          noop_calls+=("$(wc -l < "$work/helm-calls.log")")
+          noop_repo+=("$(tail -n +$((repo_since + 1)) "$work/http.log" | grep -c '"GET ' || true)")
+          [ "${noop_calls[-1]}" -eq 0 ] || {
+            echo "bench: helm $id: the no-op pass started helm:" >&2
+            cat "$work/helm-calls.log" >&2
+          }
+          # Clean the cluster for the next run: a commit without the profile withdraws it, which
+          # uninstalls the releases (not timed).
+          rm -f "$work/repo-$id/profiles/helm.yaml"
+          git -C "$work/repo-$id" add -A
+          commit "$work/repo-$id" "withdraw"
+          git -C "$work/repo-$id" push -q "$work/bare-$id.git" main
+          "${helm_sync[@]}" >/dev/null 2>&1 || true
+          left=$(helm_deployed "$n" any)
+          [ "$left" -eq 0 ] || { echo "bench: helm $id: $left releases left after withdraw" >&2; exit 1; }
+        done
+        what="commit → $n releases deployed, 1 cluster, 1 profile (chart download incl.)"
+        [ "$n_runs" -eq "$runs" ] || what+=" [$n_runs runs]"
+        row helm "$what" \
+          "$(printf '%s\n' "${walls[@]}" | median) s ($(printf '%s\n' "${walls[@]}" | spread))" \
+          "flotilla $(( $(max "${owns[@]}") / 1024 )) MiB peak RSS (largest helm child $(( $(max "${trees[@]}") / 1024 )) MiB); helm processes $(max "${calls[@]}") ($call_kinds)"
+        row helm-noop "second sync --once, no new commit ($n releases in sync)" \
+          "$(printf '%s\n' "${noop_walls[@]}" | median) s ($(printf '%s\n' "${noop_walls[@]}" | spread))" \
+          "helm processes $(max "${noop_calls[@]}"), chart repo GETs $(max "${noop_repo[@]}"), writes $(max "${noop_writes[@]}"), requests $(printf '%s\n' "${noop_totals[@]}" | median)"
+      done
+      ;;
   esac
 done
 
@@ -212,7 +418,8 @@ table=$(
   echo "### $(date -u '+%Y-%m-%d %H:%M UTC') — $(nproc) cores, $mem, $cpu"
   echo
   echo "Command: \`scripts/bench.sh $args\` ($runs runs each; median (min–max)); flotilla $(git rev-parse --short HEAD), release build;"
-  echo "kube-apiserver $(sort -V "${FLOTILLA_TESTBIN:-$HOME/.cache/flotilla/testbin}/kube-versions" | tail -n 1), one etcd, 3 apiservers on this machine."
+  echo "load average (1/5/15 min) $load_before before the build and the clusters, $(cut -d' ' -f1-3 /proc/loadavg) at the end;"
+  echo "kube-apiserver $(sort -V "${FLOTILLA_TESTBIN:-$HOME/.cache/flotilla/testbin}/kube-versions" | tail -n 1), one etcd, ${#clusters[@]} apiserver(s) on this machine."
   echo
   echo "| workload | what | time | other |"
   echo "|---|---|---|---|"
@@ -221,6 +428,7 @@ table=$(
 echo "$table"
 if [ $quick -eq 0 ]; then
   mkdir -p docs
+  # shellcheck disable=SC2016 # the backquotes are Markdown
   [ -f docs/benchmarks.md ] || printf '# Benchmarks\n\nAppended by `scripts/bench.sh`; every figure is measured on the machine named in its heading.\n' > docs/benchmarks.md
   printf '\n%s\n' "$table" >> docs/benchmarks.md
 fi
