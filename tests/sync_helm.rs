@@ -3,7 +3,8 @@
 //! planes, as real releases (`helm list`), and keeps them in line with Git: by label, values
 //! templated per cluster, values change, upgrade, downgrade, a no-op pass that starts no helm
 //! process, Uninstall, withdraw on a label change, a release two profiles want (tier), helm's
-//! own errors failing only their profile, LeavePolicies, credentials.
+//! own errors failing only their profile, LeavePolicies, credentials (from sources/ or from a
+//! Secret of the management cluster).
 //!
 //! `--helm-bin` points at a wrapper script that logs every helm invocation, which is how the
 //! tests see that a no-op pass runs no helm at all.
@@ -656,5 +657,168 @@ async fn oci_credentials_conflicts_and_helm_errors_fail_only_their_profile() {
     assert_eq!(
         listed(&fleet, "one", "apps", "from-oci").as_deref(),
         Some("ocidemo-2.0.0 deployed")
+    );
+}
+
+/// Creates Secret `namespace/name` (and its namespace) in a cluster with kube, as raw bytes.
+async fn create_secret(client: &kube::Client, namespace: &str, name: &str, data: &[(&str, &str)]) {
+    use k8s_openapi::api::core::v1::{Namespace, Secret};
+    use kube::api::{Api, PostParams};
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": namespace}}))
+            .expect("namespace");
+    if let Err(e) = namespaces.create(&PostParams::default(), &ns).await {
+        assert!(
+            e.to_string().contains("already exists"),
+            "create namespace: {e}"
+        );
+    }
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.to_string()),
+            ..Default::default()
+        },
+        data: Some(
+            data.iter()
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        k8s_openapi::ByteString(v.as_bytes().to_vec()),
+                    )
+                })
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create secret");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn registry_credentials_from_a_secret_of_the_management_cluster() {
+    let fleet = ControlPlanes::builder().names(&["mgmt", "one"]).start();
+    let charts = ChartRepo::start();
+    charts.add_chart(&Chart::new("demo", "1.0.0"));
+    let registry = Registry::start_with_basic_auth();
+    push_oci(&Chart::new("ocidemo", "2.0.0"), &registry);
+
+    let helm = LoggingHelm::new();
+    let repo = ConfigRepo::new();
+    repo.write(
+        "clusters/c.yaml",
+        &clusters_yaml(&[("mgmt", "role: management"), ("one", "env: test")]),
+    );
+    // The Secret is not in sources/: the config is valid, the daemon reads it at sync time.
+    repo.write(
+        "profiles/private.yaml",
+        &profile_yaml(
+            "private",
+            &format!(
+                "  clusterRefs: [one]\n  helmCharts:\n  - repositoryURL: {}\n    repositoryName: charts\n    chartName: charts/ocidemo\n    chartVersion: 2.0.0\n    releaseName: from-oci\n    releaseNamespace: apps\n    registryCredentialsConfig:\n      credentials: {{name: registry-creds, namespace: flotilla}}\n",
+                registry.url()
+            ),
+        ),
+    );
+    repo.write(
+        "profiles/public.yaml",
+        &profile_yaml(
+            "public",
+            &format!(
+                "  clusterRefs: [one]\n  helmCharts:\n{}",
+                helm_chart(&charts.url(), "demo", "1.0.0", "public", "")
+            ),
+        ),
+    );
+    let commit = repo.commit("a chart whose credentials are in the management cluster");
+    let mut outputs = Vec::new();
+
+    // No management cluster: the profile fails naming the Secret; the other one applies.
+    let run = sync(&repo, &fleet, &helm, &[]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let text = note(&repo, &commit);
+    let private = section(&text, "private");
+    assert!(
+        private.contains("### private (Continuous): FAILED"),
+        "{text}"
+    );
+    assert!(
+        private.contains("Secret flotilla/registry-creds")
+            && private.contains("no management cluster is configured"),
+        "{text}"
+    );
+    assert_eq!(
+        listed(&fleet, "one", "apps", "public").as_deref(),
+        Some("demo-1.0.0 deployed"),
+        "{text}"
+    );
+    outputs.push((text, run));
+
+    // A management cluster without the Secret: the same, saying it is not there.
+    let run = sync(&repo, &fleet, &helm, &["--management-cluster", "mgmt"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let text = note(&repo, &commit);
+    eprintln!("{text}");
+    let private = section(&text, "private");
+    assert!(
+        private.contains("### private (Continuous): FAILED"),
+        "{text}"
+    );
+    assert!(
+        private.contains("Secret flotilla/registry-creds")
+            && private.contains("not found in cluster mgmt"),
+        "{text}"
+    );
+    let state = repo.state(&commit);
+    assert_eq!(
+        state["clusters"]["one"]["profiles"]["public"]["status"], "inSync",
+        "{text}"
+    );
+    assert_eq!(
+        state["clusters"]["one"]["profiles"]["private"]["status"], "failed",
+        "{text}"
+    );
+    assert_eq!(listed(&fleet, "one", "apps", "from-oci"), None);
+    outputs.push((text, run));
+
+    // The Secret in the management cluster (a password file's trailing newline is not part of
+    // the password, as in sources/): the release installs on the managed cluster only.
+    let password = format!("{REGISTRY_PASSWORD}\n");
+    create_secret(
+        &fleet.client("mgmt").await,
+        "flotilla",
+        "registry-creds",
+        &[("username", REGISTRY_USER), ("password", &password)],
+    )
+    .await;
+    let run = sync(&repo, &fleet, &helm, &["--management-cluster", "mgmt"]);
+    let text = note(&repo, &commit);
+    assert_eq!(run.code, 0, "{text}\n{}", run.stderr);
+    assert!(
+        section(&text, "private").contains("helm release apps/from-oci: installed"),
+        "{text}"
+    );
+    assert_eq!(
+        listed(&fleet, "one", "apps", "from-oci").as_deref(),
+        Some("ocidemo-2.0.0 deployed"),
+        "{text}"
+    );
+    assert_eq!(listed(&fleet, "mgmt", "apps", "from-oci"), None);
+    outputs.push((text, run));
+
+    // The password is in no note, output or helm command line.
+    let state = repo.state(&commit).to_string();
+    assert!(!state.contains(REGISTRY_PASSWORD));
+    for (text, run) in &outputs {
+        assert!(!text.contains(REGISTRY_PASSWORD));
+        assert!(!run.stdout.contains(REGISTRY_PASSWORD));
+        assert!(!run.stderr.contains(REGISTRY_PASSWORD));
+    }
+    assert!(
+        !helm.calls().iter().any(|c| c.contains(REGISTRY_PASSWORD)),
+        "{:?}",
+        helm.calls()
     );
 }

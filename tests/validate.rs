@@ -577,3 +577,33 @@ fn values_from_sources_and_paths_are_helm_values_not_manifests() {
         "{diags:?}"
     );
 }
+
+#[test]
+fn registry_credentials_in_sources_are_checked_others_are_read_from_the_management_cluster() {
+    let chart = |secret: &str| {
+        profile(&format!(
+            "  helmCharts:\n  - repositoryURL: oci://registry.example.com/charts\n    repositoryName: ex\n    chartName: app\n    chartVersion: 1.2.3\n    releaseName: app\n    releaseNamespace: apps\n    registryCredentialsConfig:\n      credentials: {{name: {secret}}}\n"
+        ))
+    };
+    let creds =
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: creds}\nstringData:\n  username: reader\n";
+    // In sources/: its keys are checked.
+    let diags = load_with(&[
+        ("profiles/extra.yaml", &chart("creds")),
+        ("sources/creds.yaml", creds),
+    ])
+    .expect_err("the Secret in sources/ has no password");
+    assert!(
+        diags.iter().any(|d| d.file == "profiles/extra.yaml"
+            && d.message.contains(
+                "registryCredentialsConfig: Secret default/creds has no data key \"password\""
+            )),
+        "{diags:?}"
+    );
+    // Not in sources/: read from the management cluster at sync time, not a validation error.
+    load_with(&[
+        ("profiles/extra.yaml", &chart("in-management")),
+        ("sources/creds.yaml", creds),
+    ])
+    .expect("a Secret not in sources/ is looked up in the management cluster");
+}

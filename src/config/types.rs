@@ -359,11 +359,14 @@ pub struct HelmChart {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RegistryCredentialsConfig {
-    /// A Secret in `sources/` with the keys `username` and `password`.
+    /// A Secret with the keys `username` and `password`: the one in `sources/` when there is
+    /// one (validation checks its keys), else the Secret of that name and namespace in the
+    /// management cluster, read at sync time (not a validation error: a missing Secret or key
+    /// fails the profile then, naming the Secret).
     pub credentials: CredentialsRef,
 }
 
-/// A Secret of `sources/` by name and namespace.
+/// A Secret by name and namespace: in `sources/`, else in the management cluster.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CredentialsRef {

@@ -768,25 +768,17 @@ fn build_profiles(
                         .unwrap_or_else(|| "default".into()),
                     name: credentials.name.clone(),
                 };
-                match check.sources.get(&key) {
-                    None => diags.error(
-                        &at.file,
-                        at.line,
-                        format!(
-                            "helmCharts.registryCredentialsConfig: {key} not found in sources/"
-                        ),
-                    ),
-                    Some(source) => {
-                        for wanted in ["username", "password"] {
-                            if !source.entries.iter().any(|e| e.key == wanted) {
-                                diags.error(
-                                    &at.file,
-                                    at.line,
-                                    format!(
-                                        "helmCharts.registryCredentialsConfig: {key} has no data key {wanted:?}"
-                                    ),
-                                );
-                            }
+                // A Secret not in sources/ is read from the management cluster at sync time.
+                if let Some(source) = check.sources.get(&key) {
+                    for wanted in ["username", "password"] {
+                        if !source.entries.iter().any(|e| e.key == wanted) {
+                            diags.error(
+                                &at.file,
+                                at.line,
+                                format!(
+                                    "helmCharts.registryCredentialsConfig: {key} has no data key {wanted:?}"
+                                ),
+                            );
                         }
                     }
                 }

@@ -25,7 +25,7 @@ use crate::report::{
 };
 
 use super::Fleet;
-use super::releases::{self, HelmTarget};
+use super::releases::{self, HelmTarget, ManagementSecrets};
 
 /// Prefix of the keys of Local objects (in the management cluster) in notes and claims.
 const LOCAL_PREFIX: &str = "management:";
@@ -55,6 +55,9 @@ pub async fn run_pass(
     charts: &Charts,
 ) -> PassReport {
     let management = fleet.management(repo).await;
+    // Chart credentials kept in the management cluster, read once this pass.
+    let secrets =
+        ManagementSecrets::new(management.clone(), fleet.options.management_cluster.clone());
     let concurrency = fleet.options.concurrency.max(1);
 
     // Reach every cluster: classify it and read what is deployed there.
@@ -141,11 +144,12 @@ pub async fn run_pass(
         let management = management.clone();
         let permits = &permits;
         let sandbox = &sandbox;
+        let secrets = &secrets;
         async move {
             let span = info_span!("sync", cluster = %name, commit = %short(commit));
             let report = sync_cluster(
                 fleet, repo, commit, &name, r, steps, management, permits, sandbox, kustomize,
-                charts,
+                charts, secrets,
             )
             .instrument(span)
             .await;
@@ -266,6 +270,7 @@ async fn sync_cluster(
     sandbox: &Sandbox,
     kustomize: &Workspace,
     charts: &Charts,
+    secrets: &ManagementSecrets,
 ) -> ClusterReport {
     let mut profiles: Vec<ProfileReport> = Vec::new();
     let Some(cluster) = repo.clusters.get(name) else {
@@ -384,6 +389,7 @@ async fn sync_cluster(
             .version
             .as_ref()
             .map(|v| v.git_version.clone()),
+        secrets,
     };
     let lost = plan::resolve_conflicts(&claims, &owners);
     // Releases that a profile applying this pass installs (it won them): a profile withdrawn in

@@ -6,13 +6,16 @@
 //! other releases proceed.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
 use tracing::{info, warn};
 
 use crate::cluster::releases;
 use crate::cluster::{Target, inventory};
 use crate::config::HelmChartAction;
-use crate::helm::cli::{Charts, KubeAccess};
+use crate::helm::cli::{Charts, Credentials, KubeAccess};
 use crate::helm::{
     self, Decision, ReleaseEntry, ReleaseRecord, chart_location, describe, manifest_diff,
     values_diff, values_hash,
@@ -30,6 +33,78 @@ pub struct HelmTarget<'a> {
     pub access: KubeAccess,
     /// The cluster's `gitVersion`, for `helm template`.
     pub kube_version: Option<String>,
+    /// Chart credentials read from the management cluster.
+    pub secrets: &'a ManagementSecrets,
+}
+
+/// Chart credentials kept in the management cluster: a `registryCredentialsConfig` Secret that
+/// is not in sources/ (keys `username` and `password`, as there), read once per pass per Secret
+/// (a failure too). Messages name the Secret, never its values.
+pub struct ManagementSecrets {
+    management: Option<Arc<Target>>,
+    /// `--management-cluster NAME`, to say why there is no management target.
+    configured: Option<String>,
+    read: tokio::sync::Mutex<BTreeMap<(String, String), Result<Credentials, String>>>,
+}
+
+impl ManagementSecrets {
+    /// For one pass: the management cluster (`None` when there is none or it is unreachable)
+    /// and the `--management-cluster` option.
+    pub fn new(management: Option<Arc<Target>>, configured: Option<String>) -> Self {
+        ManagementSecrets {
+            management,
+            configured,
+            read: tokio::sync::Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The credentials in Secret `namespace/name` of the management cluster.
+    pub async fn credentials(&self, namespace: &str, name: &str) -> Result<Credentials, String> {
+        // Held across the read, so concurrent clusters wait for one request per Secret.
+        let mut read = self.read.lock().await;
+        let key = (namespace.to_string(), name.to_string());
+        if let Some(result) = read.get(&key) {
+            return result.clone();
+        }
+        let result = self.fetch(namespace, name).await;
+        read.insert(key, result.clone());
+        result
+    }
+
+    async fn fetch(&self, namespace: &str, name: &str) -> Result<Credentials, String> {
+        let what = format!(
+            "registryCredentialsConfig: Secret {namespace}/{name} (not in sources/) in the management cluster"
+        );
+        let Some(target) = &self.management else {
+            return Err(match &self.configured {
+                Some(cluster) => format!(
+                    "{what}: management cluster {cluster} is not reachable or not in clusters/"
+                ),
+                None => format!(
+                    "{what}: no management cluster is configured: set --management-cluster NAME or run in a cluster"
+                ),
+            });
+        };
+        let api: Api<Secret> = Api::namespaced(target.client.clone(), namespace);
+        let secret = api
+            .get_opt(name)
+            .await
+            .map_err(|e| format!("{what}: reading it from cluster {}: {e}", target.name))?
+            .ok_or_else(|| format!("{what}: not found in cluster {}", target.name))?;
+        let data = secret.data.unwrap_or_default();
+        let field = |key: &str| -> Result<String, String> {
+            let bytes = data
+                .get(key)
+                .ok_or_else(|| format!("{what}: no data key {key:?}"))?;
+            let text = std::str::from_utf8(&bytes.0)
+                .map_err(|_| format!("{what}: data key {key:?} is not UTF-8 text"))?;
+            Ok(text.trim_end_matches(['\n', '\r']).to_string())
+        };
+        Ok(Credentials {
+            username: field("username")?,
+            password: field("password")?,
+        })
+    }
 }
 
 /// What the Helm phase of one profile did.
@@ -304,6 +379,15 @@ async fn install(
             None,
         ));
     };
+    // Credentials kept in the management cluster are read every pass, so a Secret that went
+    // away fails the profile even when the release is unchanged.
+    let credentials = match &release.credentials_ref {
+        Some((namespace, name)) => match ctx.secrets.credentials(namespace, name).await {
+            Ok(credentials) => Some(credentials),
+            Err(e) => return fail(out, e),
+        },
+        None => release.credentials.clone(),
+    };
     let live = match releases::live(ctx.target, &release.namespace, &release.name).await {
         Ok(live) => live,
         Err(e) => return fail(out, e.to_string()),
@@ -335,7 +419,7 @@ async fn install(
     };
     let chart = match ctx
         .charts
-        .chart(&location, &release.version, release.credentials.as_ref())
+        .chart(&location, &release.version, credentials.as_ref())
         .await
     {
         Ok(path) => path,

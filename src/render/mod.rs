@@ -72,6 +72,9 @@ pub struct RenderedRelease {
     pub secret_paths: std::collections::BTreeSet<String>,
     /// Credentials for the repository (`registryCredentialsConfig`), from a Secret of sources/.
     pub credentials: Option<crate::helm::cli::Credentials>,
+    /// `registryCredentialsConfig` naming a Secret that is not in sources/: its (namespace,
+    /// name) in the management cluster, read at sync time (rendering stays pure).
+    pub credentials_ref: Option<(String, String)>,
     /// Where the entry is written, for errors.
     pub origin: Origin,
 }
@@ -469,6 +472,7 @@ fn render_release(
             crate::helm::merge_values(&mut values, parsed);
         }
     }
+    let mut credentials_ref = None;
     let credentials = match &chart.registry_credentials_config {
         Some(config) => {
             let origin = profile.pos.at(&config.referenced);
@@ -481,14 +485,15 @@ fn render_release(
                     .unwrap_or_else(|| "default".into()),
                 name: reference.name.clone(),
             };
-            let source = repo.sources.get(&key).ok_or_else(|| {
-                at_ref(
-                    &origin,
-                    format!("registryCredentialsConfig: {key} not found in sources/"),
-                )
-            })?;
-            let field = |name: &str| {
-                source
+            match repo.sources.get(&key) {
+                None => {
+                    credentials_ref = Some((key.namespace, key.name));
+                    None
+                }
+                Some(source) => {
+                    let field =
+                        |name: &str| {
+                            source
                     .entries
                     .iter()
                     .find(|e| e.key == name)
@@ -499,11 +504,13 @@ fn render_release(
                             format!("registryCredentialsConfig: {key} has no data key {name:?}"),
                         )
                     })
-            };
-            Some(crate::helm::cli::Credentials {
-                username: field("username")?,
-                password: field("password")?,
-            })
+                        };
+                    Some(crate::helm::cli::Credentials {
+                        username: field("username")?,
+                        password: field("password")?,
+                    })
+                }
+            }
         }
         None => None,
     };
@@ -518,6 +525,7 @@ fn render_release(
         values,
         secret_paths,
         credentials,
+        credentials_ref,
         origin: at.clone(),
     })
 }
@@ -776,5 +784,34 @@ stringData:
             "{printed}"
         );
         assert!(printed.contains("password: <redacted fnv1a:"), "{printed}");
+        assert_eq!(release.credentials_ref, None);
+    }
+
+    #[test]
+    fn credentials_not_in_sources_are_left_for_the_management_cluster() {
+        let text = profile(
+            "p",
+            "  clusterRefs: [c1]\n  helmCharts:\n  - repositoryURL: oci://127.0.0.1:5000/charts\n    repositoryName: charts\n    chartName: charts/web\n    chartVersion: 1.0.0\n    releaseName: web\n    releaseNamespace: apps\n    registryCredentialsConfig:\n      credentials: {name: mgmt-creds, namespace: flotilla}\n",
+        );
+        let repo = repo(&[("profiles/p.yaml", &text)]);
+        let rendered = render_profile(
+            &repo,
+            &repo.profiles["p"],
+            &variables(&repo),
+            &Sandbox::new(),
+        )
+        .expect("renders");
+        let release = &rendered.releases[0];
+        assert_eq!(release.credentials, None);
+        assert_eq!(
+            release.credentials_ref,
+            Some(("flotilla".to_string(), "mgmt-creds".to_string()))
+        );
+        let printed = to_text("c1", std::slice::from_ref(&rendered));
+        assert!(
+            printed
+                .contains("#   credentials: Secret flotilla/mgmt-creds of the management cluster"),
+            "{printed}"
+        );
     }
 }

@@ -51,6 +51,12 @@ pub fn to_text(cluster: &str, profiles: &[RenderedProfile]) -> String {
             if release.credentials.is_some() {
                 let _ = writeln!(out, "#   credentials: from registryCredentialsConfig");
             }
+            if let Some((namespace, name)) = &release.credentials_ref {
+                let _ = writeln!(
+                    out,
+                    "#   credentials: Secret {namespace}/{name} of the management cluster (not in sources/; read at sync time)"
+                );
+            }
             let shown = crate::helm::redact_values(&release.values, &release.secret_paths);
             if shown.as_object().is_none_or(|m| m.is_empty()) {
                 let _ = writeln!(out, "#   values: {{}}");
