@@ -3,6 +3,7 @@
 //! The pure modules (`config`, `select`, `classify`, `render`'s sandbox) take values and return
 //! values; the adapters (`source`'s directory reader, `cluster`) do the I/O and stay thin.
 
+pub mod binary;
 pub mod classify;
 pub mod cluster;
 pub mod config;

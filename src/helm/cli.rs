@@ -20,6 +20,7 @@ use tokio::sync::{OnceCell, Semaphore};
 use tracing::{debug, info};
 
 use super::{ChartLocation, ReleaseRecord, clean_stderr, index_digest, sha256_hex};
+use crate::binary::Missing;
 
 /// How long one helm operation may take by default (helm's own `--timeout` default).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -166,27 +167,10 @@ impl Helm {
     /// `helm` on `PATH`, else `scripts/testbin.sh`'s cache (`$FLOTILLA_TESTBIN` or
     /// `~/.cache/flotilla/testbin`).
     pub fn locate(explicit: Option<&Path>, timeout: Duration) -> Result<Self, HelmError> {
-        if let Some(path) = explicit {
-            let found = if path.components().count() == 1 && !path.is_absolute() {
-                on_path(&path.to_string_lossy())
-            } else {
-                executable(path).then(|| path.to_path_buf())
-            };
-            let bin = found.ok_or_else(|| HelmError::BadBinary(path.display().to_string()))?;
-            return Self::new(canonical(bin), timeout);
-        }
-        if let Some(bin) = on_path("helm") {
-            return Self::new(canonical(bin), timeout);
-        }
-        let cache = testbin_dir();
-        match &cache {
-            Some(dir) if executable(&dir.join("helm")) => {
-                Self::new(canonical(dir.join("helm")), timeout)
-            }
-            _ => Err(HelmError::NotFound(cache.map_or_else(
-                || "$FLOTILLA_TESTBIN (unset)".into(),
-                |d| d.display().to_string(),
-            ))),
+        match crate::binary::locate("helm", explicit) {
+            Ok(bin) => Self::new(bin, timeout),
+            Err(Missing::BadExplicit(path)) => Err(HelmError::BadBinary(path)),
+            Err(Missing::NotFound(cache)) => Err(HelmError::NotFound(cache)),
         }
     }
 
@@ -578,28 +562,6 @@ impl Scratch {
             .map_err(|e| HelmError::Io(format!("writing {name}: {e}")))?;
         Ok(path)
     }
-}
-
-fn executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-fn on_path(name: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(name))
-        .find(|candidate| executable(candidate))
-}
-
-fn testbin_dir() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("FLOTILLA_TESTBIN") {
-        return Some(PathBuf::from(dir));
-    }
-    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/flotilla/testbin"))
-}
-
-fn canonical(path: PathBuf) -> PathBuf {
-    std::fs::canonicalize(&path).unwrap_or(path)
 }
 
 // ------------------------------------------------------------------------------ chart cache

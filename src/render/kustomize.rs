@@ -24,6 +24,7 @@ use tokio::sync::{OnceCell, Semaphore};
 use tracing::{debug, info};
 
 use super::{RenderError, RenderedObject, RenderedProfile, stamp};
+use crate::binary::Missing;
 use crate::config::yaml::check_manifests;
 use crate::source::{Entry, FileTree, PathError};
 
@@ -365,28 +366,10 @@ impl Kustomize {
     /// else `kustomize` on `PATH`, else `scripts/testbin.sh`'s cache (`$FLOTILLA_TESTBIN` or
     /// `~/.cache/flotilla/testbin`), so a developer machine works without installing it.
     pub fn locate(explicit: Option<&Path>) -> Result<Self, KustomizeError> {
-        if let Some(path) = explicit {
-            let found = if path.components().count() == 1 && !path.is_absolute() {
-                on_path(&path.to_string_lossy())
-            } else {
-                executable(path).then(|| path.to_path_buf())
-            };
-            return found
-                .map(|bin| Self::new(canonical(bin), DEFAULT_TIMEOUT))
-                .ok_or_else(|| KustomizeError::BadBinary(path.display().to_string()));
-        }
-        if let Some(bin) = on_path("kustomize") {
-            return Ok(Self::new(canonical(bin), DEFAULT_TIMEOUT));
-        }
-        let cache = testbin_dir();
-        match &cache {
-            Some(dir) if executable(&dir.join("kustomize")) => {
-                Ok(Self::new(canonical(dir.join("kustomize")), DEFAULT_TIMEOUT))
-            }
-            _ => Err(KustomizeError::NotFound(cache.map_or_else(
-                || "$FLOTILLA_TESTBIN (unset)".into(),
-                |d| d.display().to_string(),
-            ))),
+        match crate::binary::locate("kustomize", explicit) {
+            Ok(bin) => Ok(Self::new(bin, DEFAULT_TIMEOUT)),
+            Err(Missing::BadExplicit(path)) => Err(KustomizeError::BadBinary(path)),
+            Err(Missing::NotFound(cache)) => Err(KustomizeError::NotFound(cache)),
         }
     }
 
@@ -450,29 +433,6 @@ impl Kustomize {
             message: "output is not UTF-8".into(),
         })
     }
-}
-
-fn executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-fn on_path(name: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(name))
-        .find(|candidate| executable(candidate))
-}
-
-fn testbin_dir() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("FLOTILLA_TESTBIN") {
-        return Some(PathBuf::from(dir));
-    }
-    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/flotilla/testbin"))
-}
-
-/// Absolute, so the build can run in another directory.
-fn canonical(path: PathBuf) -> PathBuf {
-    std::fs::canonicalize(&path).unwrap_or(path)
 }
 
 /// The snapshot on disk: a private temporary directory removed when dropped.
@@ -889,7 +849,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let script = dir.path().join("kustomize");
         // kustomize runs with an empty PATH, so the fake names `sleep` by its absolute path.
-        let sleep = on_path("sleep").expect("sleep on PATH");
+        let sleep = crate::binary::on_path("sleep").expect("sleep on PATH");
         std::fs::write(&script, format!("#!/bin/sh\nexec {} 30\n", sleep.display()))
             .expect("write script");
         {
