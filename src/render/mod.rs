@@ -235,28 +235,30 @@ struct Piece {
     secret: bool,
 }
 
+/// The texts a reference names: the entries of a `sources/` document (`kind` + `name`), or the
+/// manifest files at a repo `path` (a file, or the YAML files of a folder). Shared by policyRefs
+/// and valuesFrom, which read sources the same way and differ only in what the text must be.
+/// Errors are prefixed with `what` and located at `at`.
 #[allow(clippy::too_many_arguments)]
-fn render_policy_ref(
+fn pieces_of(
     repo: &ConfigRepo,
-    profile: &Profile,
-    reference: &PolicyRef,
+    kind: Option<crate::config::SourceKind>,
+    name: Option<&String>,
+    namespace: Option<&String>,
+    path: Option<&String>,
+    path_template: bool,
     at: &Origin,
-    context: &Value,
-    sandbox: &Sandbox,
-    out: &mut RenderedProfile,
-) -> Result<(), RenderError> {
+    what: &str,
+) -> Result<Vec<Piece>, RenderError> {
     let at_ref = |message: String| RenderError {
         origin: at.clone(),
-        message,
+        message: format!("{what}{message}"),
     };
     let mut pieces: Vec<Piece> = Vec::new();
-    if let (Some(kind), Some(name)) = (reference.kind, &reference.name) {
+    if let (Some(kind), Some(name)) = (kind, name) {
         let key = SourceKey {
             kind,
-            namespace: reference
-                .namespace
-                .clone()
-                .unwrap_or_else(|| "default".into()),
+            namespace: namespace.cloned().unwrap_or_else(|| "default".into()),
             name: name.clone(),
         };
         let source = repo
@@ -273,7 +275,7 @@ fn render_policy_ref(
                 secret: source.is_secret(),
             });
         }
-    } else if let Some(path) = &reference.path {
+    } else if let Some(path) = path {
         let resolved = repo.tree.resolve(path).map_err(|e| at_ref(e.to_string()))?;
         let files = repo
             .tree
@@ -290,11 +292,34 @@ fn render_policy_ref(
                 file,
                 first_line: 1,
                 text,
-                template: reference.template,
+                template: path_template,
                 secret: false,
             });
         }
     }
+    Ok(pieces)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn render_policy_ref(
+    repo: &ConfigRepo,
+    profile: &Profile,
+    reference: &PolicyRef,
+    at: &Origin,
+    context: &Value,
+    sandbox: &Sandbox,
+    out: &mut RenderedProfile,
+) -> Result<(), RenderError> {
+    let pieces = pieces_of(
+        repo,
+        reference.kind,
+        reference.name.as_ref(),
+        reference.namespace.as_ref(),
+        reference.path.as_ref(),
+        reference.template,
+        at,
+        "",
+    )?;
     for Piece {
         label,
         file,
@@ -397,53 +422,25 @@ fn render_release(
     for v in &chart.values_from {
         let origin = profile.pos.at(&v.referenced);
         let reference = &v.value;
-        // (label, text, template, secret, file, first line)
-        let mut pieces: Vec<(String, String, bool, bool, String, usize)> = Vec::new();
-        if let (Some(kind), Some(name)) = (reference.kind, &reference.name) {
-            let key = SourceKey {
-                kind,
-                namespace: reference
-                    .namespace
-                    .clone()
-                    .unwrap_or_else(|| "default".into()),
-                name: name.clone(),
-            };
-            let source = repo.sources.get(&key).ok_or_else(|| {
-                at_ref(&origin, format!("valuesFrom: {key} not found in sources/"))
-            })?;
-            for entry in &source.entries {
-                pieces.push((
-                    format!("{key} [{}]", entry.key),
-                    entry.text.clone(),
-                    source.template,
-                    source.is_secret(),
-                    source.origin.file.clone(),
-                    entry.line,
-                ));
-            }
-        } else if let Some(path) = &reference.path {
-            let resolved = repo
-                .tree
-                .resolve(path)
-                .map_err(|e| at_ref(&origin, format!("valuesFrom: {e}")))?;
-            let files = repo
-                .tree
-                .files_at(&resolved)
-                .map_err(|e| at_ref(&origin, format!("valuesFrom: {e}")))?;
-            for (file, bytes) in files {
-                if !(is_manifest_file(&file) || file == resolved) {
-                    continue;
-                }
-                let text = String::from_utf8(bytes.to_vec()).map_err(|_| {
-                    at_ref(
-                        &origin,
-                        format!("valuesFrom: {file} is not valid UTF-8 text"),
-                    )
-                })?;
-                pieces.push((format!("path {file}"), text, false, false, file, 1));
-            }
-        }
-        for (label, text, template, secret, file, first_line) in pieces {
+        let pieces = pieces_of(
+            repo,
+            reference.kind,
+            reference.name.as_ref(),
+            reference.namespace.as_ref(),
+            reference.path.as_ref(),
+            false,
+            &origin,
+            "valuesFrom: ",
+        )?;
+        for Piece {
+            label,
+            file,
+            first_line,
+            text,
+            template,
+            secret,
+        } in pieces
+        {
             let text = if template {
                 sandbox
                     .render(&label, &text, context)
