@@ -6,13 +6,99 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::{Classifier, Cluster, Comparison};
+use crate::config::{
+    Classifier, Cluster, Comparison, LabelFilter, LabelOperation, ResourceSelector,
+};
 
 /// What is known about a cluster's live state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClusterFacts {
     /// `/version`, when the cluster was reached.
     pub version: Option<VersionInfo>,
+    /// For each resource query that was answered, the labels of every object it found. A query
+    /// missing here could not be asked; an unknown kind is answered with no objects.
+    pub resources: BTreeMap<ResourceQuery, Vec<BTreeMap<String, String>>>,
+}
+
+/// One list request a `resourceSelector` needs: the objects of a kind, optionally only in one
+/// namespace (else all) and only by one name. Label filters are applied to the answer.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ResourceQuery {
+    /// API group (`""` for core).
+    pub group: String,
+    /// API version.
+    pub version: String,
+    /// Kind.
+    pub kind: String,
+    /// Only in this namespace.
+    pub namespace: Option<String>,
+    /// Only this name.
+    pub name: Option<String>,
+}
+
+impl ResourceQuery {
+    /// The query a selector needs.
+    pub fn of(selector: &ResourceSelector) -> Self {
+        let nonempty = |s: &Option<String>| s.clone().filter(|s| !s.is_empty());
+        ResourceQuery {
+            group: selector.group.clone(),
+            version: selector.version.clone(),
+            kind: selector.kind.clone(),
+            namespace: nonempty(&selector.namespace),
+            name: nonempty(&selector.name),
+        }
+    }
+
+    /// `group/version`, or `version` for the core group.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.clone()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+}
+
+/// Every distinct query these classifiers' `deployedResourceConstraint`s need, sorted.
+pub fn resource_queries<'a>(
+    classifiers: impl IntoIterator<Item = &'a Classifier>,
+) -> Vec<ResourceQuery> {
+    let mut out: Vec<ResourceQuery> = classifiers
+        .into_iter()
+        .filter_map(|c| c.spec.deployed_resource_constraint.as_ref())
+        .flat_map(|drc| drc.resource_selectors.iter())
+        .map(|s| ResourceQuery::of(&s.value))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Whether an object's labels pass one filter, as Sveltos reads them (a Kubernetes label
+/// selector): Equal = present with the value; Different = absent or another value (`key!=value`);
+/// Has = present; DoesNotHave = absent.
+fn passes(filter: &LabelFilter, labels: &BTreeMap<String, String>) -> bool {
+    let actual = labels.get(&filter.key);
+    let wanted = filter.value.as_deref().unwrap_or_default();
+    match filter.operation {
+        LabelOperation::Equal => actual.is_some_and(|v| v == wanted),
+        LabelOperation::Different => actual.is_none_or(|v| v != wanted),
+        LabelOperation::Has => actual.is_some(),
+        LabelOperation::DoesNotHave => actual.is_none(),
+    }
+}
+
+/// Whether a selector finds at least one object in these facts; a query that was not answered
+/// finds nothing.
+fn finds(selector: &ResourceSelector, facts: &ClusterFacts) -> bool {
+    facts
+        .resources
+        .get(&ResourceQuery::of(selector))
+        .is_some_and(|objects| {
+            objects
+                .iter()
+                .any(|labels| selector.label_filters.iter().all(|f| passes(f, labels)))
+        })
 }
 
 /// The parts of `/version` that templates and classifiers use.
@@ -84,10 +170,15 @@ pub struct Classification {
 
 /// Whether a classifier's constraints hold for these facts. A constraint that needs a fact we do
 /// not have (no version: the cluster was not reached) does not hold: a label is only earned on
-/// evidence. `deployedResourceConstraint` needs live object queries, which the cluster adapter
-/// does not collect yet, so a classifier that has one does not match.
+/// evidence. Every `deployedResourceConstraint` selector must find at least one object whose
+/// labels pass all its filters; an unanswered query finds nothing.
 pub fn matches(classifier: &Classifier, facts: &ClusterFacts) -> bool {
-    if classifier.spec.deployed_resource_constraint.is_some() {
+    if let Some(drc) = &classifier.spec.deployed_resource_constraint
+        && !drc
+            .resource_selectors
+            .iter()
+            .all(|s| finds(&s.value, facts))
+    {
         return false;
     }
     if classifier.version_constraints.is_empty() {
@@ -188,6 +279,7 @@ mod tests {
                 major: "1".into(),
                 minor: "0".into(),
             }),
+            resources: BTreeMap::new(),
         }
     }
 
@@ -281,5 +373,153 @@ mod tests {
             .collect();
         assert_eq!(conflicts, vec![("b-second", "tier"), ("c-env", "env")]);
         assert_eq!(out.conflicts[1].owner, LabelOwner::Inventory);
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect()
+    }
+
+    fn resource_classifier(selectors: &str) -> String {
+        format!(
+            "---\napiVersion: flotilla.dev/v1alpha1\nkind: Classifier\nmetadata: {{name: r}}\nspec:\n  classifierLabels: [{{key: found, value: \"yes\"}}]\n  deployedResourceConstraint:\n    resourceSelectors: {selectors}\n"
+        )
+    }
+
+    fn namespaces() -> ResourceQuery {
+        ResourceQuery {
+            group: String::new(),
+            version: "v1".into(),
+            kind: "Namespace".into(),
+            namespace: None,
+            name: None,
+        }
+    }
+
+    #[test]
+    fn label_filters_on_found_objects() {
+        let ns = "{version: v1, kind: Namespace";
+        // (filters, labels of each object found, matches)
+        type Case<'a> = (&'a str, &'a [&'a [(&'a str, &'a str)]], bool);
+        let cases: &[Case] = &[
+            (
+                "labelFilters: [{key: team, operation: Has}]",
+                &[&[("team", "a")]],
+                true,
+            ),
+            (
+                "labelFilters: [{key: team, operation: Has}]",
+                &[&[("x", "a")]],
+                false,
+            ),
+            ("labelFilters: [{key: team, operation: Has}]", &[], false),
+            (
+                "labelFilters: [{key: team, operation: DoesNotHave}]",
+                &[&[("x", "a")]],
+                true,
+            ),
+            (
+                "labelFilters: [{key: team, operation: DoesNotHave}]",
+                &[&[("team", "a")]],
+                false,
+            ),
+            (
+                "labelFilters: [{key: team, operation: Equal, value: a}]",
+                &[&[("team", "a")]],
+                true,
+            ),
+            (
+                "labelFilters: [{key: team, operation: Equal, value: a}]",
+                &[&[("team", "b")]],
+                false,
+            ),
+            (
+                "labelFilters: [{key: team, operation: Equal, value: a}]",
+                &[&[]],
+                false,
+            ),
+            (
+                "labelFilters: [{key: team, operation: Different, value: a}]",
+                &[&[("team", "b")]],
+                true,
+            ),
+            (
+                "labelFilters: [{key: team, operation: Different, value: a}]",
+                &[&[]],
+                true,
+            ),
+            (
+                "labelFilters: [{key: team, operation: Different, value: a}]",
+                &[&[("team", "a")]],
+                false,
+            ),
+            // All filters must hold on one object, not spread over several.
+            (
+                "labelFilters: [{key: team, operation: Has}, {key: env, operation: Equal, value: prod}]",
+                &[&[("team", "a")], &[("env", "prod")]],
+                false,
+            ),
+            (
+                "labelFilters: [{key: team, operation: Has}, {key: env, operation: Equal, value: prod}]",
+                &[&[("x", "y")], &[("team", "a"), ("env", "prod")]],
+                true,
+            ),
+            ("labelFilters: []", &[&[]], true),
+        ];
+        for (filters, objects, want) in cases {
+            let repo = repo(&resource_classifier(&format!("[{ns}, {filters}}}]")));
+            let mut facts = facts("v1.34.0");
+            facts
+                .resources
+                .insert(namespaces(), objects.iter().map(|o| labels(o)).collect());
+            let out = classify(&repo.clusters["c1"], repo.classifiers.values(), &facts);
+            assert_eq!(
+                out.labels.contains_key("found"),
+                *want,
+                "{filters} on {objects:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_selector_must_find_an_object_and_unanswered_queries_find_nothing() {
+        let text = resource_classifier(
+            "[{version: v1, kind: Namespace}, {group: apps, version: v1, kind: Deployment, namespace: kube-system, name: coredns}]",
+        );
+        let repo = repo(&text);
+        let queries = resource_queries(repo.classifiers.values());
+        let deployment = ResourceQuery {
+            group: "apps".into(),
+            version: "v1".into(),
+            kind: "Deployment".into(),
+            namespace: Some("kube-system".into()),
+            name: Some("coredns".into()),
+        };
+        assert_eq!(queries, vec![namespaces(), deployment.clone()]);
+        assert_eq!(deployment.api_version(), "apps/v1");
+        assert_eq!(namespaces().api_version(), "v1");
+        let run = |answers: &[(&ResourceQuery, usize)]| {
+            let mut facts = facts("v1.34.0");
+            for (query, found) in answers {
+                facts
+                    .resources
+                    .insert((*query).clone(), vec![BTreeMap::new(); *found]);
+            }
+            classify(&repo.clusters["c1"], repo.classifiers.values(), &facts)
+                .labels
+                .contains_key("found")
+        };
+        assert!(run(&[(&namespaces(), 3), (&deployment, 1)]));
+        assert!(!run(&[(&namespaces(), 3), (&deployment, 0)]));
+        assert!(!run(&[(&namespaces(), 3)]));
+        assert!(!run(&[]));
+        let unreached = classify(
+            &repo.clusters["c1"],
+            repo.classifiers.values(),
+            &ClusterFacts::default(),
+        );
+        assert!(unreached.matched.is_empty());
     }
 }

@@ -395,13 +395,17 @@ fn render(
     };
     let facts = match kubeconfig_dir {
         Some(dir) => {
-            let version = runtime.block_on(async {
+            let queries = classify::resource_queries(repo.classifiers.values());
+            runtime.block_on(async {
                 let client = cluster::client(cluster, dir).await?;
-                cluster::version(&cluster.name, &client).await
-            })?;
-            ClusterFacts {
-                version: Some(version),
-            }
+                let version = cluster::version(&cluster.name, &client).await?;
+                let target = cluster::Target::new(cluster.name.clone(), client);
+                let resources = cluster::resources::answer(&target, &queries).await;
+                Ok::<_, cluster::ClusterError>(ClusterFacts {
+                    version: Some(version),
+                    resources,
+                })
+            })?
         }
         None => ClusterFacts::default(),
     };

@@ -6,6 +6,7 @@ pub mod apply;
 pub mod discovery;
 pub mod inventory;
 pub mod releases;
+pub mod resources;
 
 use std::path::{Path, PathBuf};
 

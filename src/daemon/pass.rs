@@ -186,8 +186,10 @@ async fn reach(
     let version = cluster::version(&cluster.name, &target.client)
         .await
         .map_err(|e| e.to_string())?;
+    let queries = classify::resource_queries(repo.classifiers.values());
     let facts = ClusterFacts {
         version: Some(version),
+        resources: cluster::resources::answer(&target, &queries).await,
     };
     let classification = classify::classify(cluster, repo.classifiers.values(), &facts);
     let remote = inventory::list(
