@@ -9,17 +9,19 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams};
 
 use super::{ClusterError, Target};
-use crate::helm::{LiveRelease, OWNER_LABEL, ReleaseRecord, newest_revision, record_secret_name};
+use std::collections::BTreeMap;
 
-/// The newest revision of release `name` in `namespace` and its status; `None` when helm has no
-/// record of it. One metadata-only list request.
-pub async fn live(
+use crate::helm::{OWNER_LABEL, ReleaseRecord, record_secret_name};
+
+/// The labels of every helm release record in `namespace` (all releases, all revisions): one
+/// metadata-only list request, so a pass over N releases of a namespace asks once, not N times.
+/// `helm::newest_revision` picks one release's current revision and status from them.
+pub async fn in_namespace(
     target: &Target,
     namespace: &str,
-    name: &str,
-) -> Result<Option<LiveRelease>, ClusterError> {
+) -> Result<Vec<BTreeMap<String, String>>, ClusterError> {
     let api: Api<Secret> = Api::namespaced(target.client.clone(), namespace);
-    let selector = format!("{OWNER_LABEL}=helm,name={name}");
+    let selector = format!("{OWNER_LABEL}=helm");
     let list = api
         .list_metadata(&ListParams::default().labels(&selector))
         .await
@@ -27,12 +29,11 @@ pub async fn live(
             cluster: target.name.clone(),
             source,
         })?;
-    let labels: Vec<_> = list
+    Ok(list
         .items
         .into_iter()
         .filter_map(|m| m.metadata.labels)
-        .collect();
-    Ok(newest_revision(&labels, name))
+        .collect())
 }
 
 /// Revision `revision` of a release as helm recorded it; `Ok(None)` when the Secret is gone,

@@ -5,7 +5,7 @@
 //! CRDs). A helm failure fails the profile and leaves that release as it was; the profile's
 //! other releases proceed.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
@@ -17,8 +17,8 @@ use crate::cluster::{Target, inventory};
 use crate::config::HelmChartAction;
 use crate::helm::cli::{Charts, Credentials, KubeAccess};
 use crate::helm::{
-    self, Decision, ReleaseEntry, ReleaseRecord, chart_location, describe, manifest_diff,
-    values_diff, values_hash,
+    self, Decision, LiveRelease, ReleaseEntry, ReleaseRecord, chart_location, describe,
+    manifest_diff, values_diff, values_hash,
 };
 use crate::render::RenderedRelease;
 use crate::report::{Action, ObjectChange};
@@ -129,6 +129,38 @@ fn change(key: &str, action: Action, detail: String, diff: Option<String>) -> Ob
     }
 }
 
+/// The live state of helm's releases, listed once per namespace the first time a release of that
+/// namespace is looked at. One per `sync`/`withdraw` call: each release is looked up before
+/// that call writes it, so the snapshot is never stale for the release it answers about.
+struct LiveReleases<'a> {
+    target: &'a Target,
+    by_namespace: HashMap<String, Result<Vec<BTreeMap<String, String>>, String>>,
+}
+
+impl<'a> LiveReleases<'a> {
+    fn new(target: &'a Target) -> Self {
+        LiveReleases {
+            target,
+            by_namespace: HashMap::new(),
+        }
+    }
+
+    /// Release `name`'s newest revision and status in `namespace`; `None` when helm has none.
+    async fn get(&mut self, namespace: &str, name: &str) -> Result<Option<LiveRelease>, String> {
+        if !self.by_namespace.contains_key(namespace) {
+            let listed = releases::in_namespace(self.target, namespace)
+                .await
+                .map_err(|e| e.to_string());
+            self.by_namespace.insert(namespace.to_string(), listed);
+        }
+        match self.by_namespace.get(namespace) {
+            Some(Ok(labels)) => Ok(helm::newest_revision(labels, name)),
+            Some(Err(e)) => Err(e.clone()),
+            None => Ok(None),
+        }
+    }
+}
+
 /// Installs, upgrades and uninstalls a profile's releases. `base` is the inventory to extend
 /// with an in-flight record before a new release is installed (so a crash cannot orphan it);
 /// `lost` maps release keys another profile won to the winner; `others` maps release keys to
@@ -146,6 +178,7 @@ pub async fn sync(
         entries: previous.clone(),
         ..ReleasesOutcome::default()
     };
+    let mut live = LiveReleases::new(ctx.target);
     let mut wanted: BTreeSet<String> = BTreeSet::new();
     for release in releases {
         let key = helm::release_key(&release.namespace, &release.name);
@@ -173,10 +206,19 @@ pub async fn sync(
                     continue;
                 }
                 let recorded = out.entries.get(&key).cloned();
-                uninstall(ctx, &key, release, recorded.as_ref(), dry_run, &mut out).await;
+                uninstall(
+                    ctx,
+                    &mut live,
+                    &key,
+                    release,
+                    recorded.as_ref(),
+                    dry_run,
+                    &mut out,
+                )
+                .await;
             }
             HelmChartAction::Install => {
-                install(ctx, &key, release, base, dry_run, &mut out).await;
+                install(ctx, &mut live, &key, release, base, dry_run, &mut out).await;
             }
         }
     }
@@ -195,7 +237,7 @@ pub async fn sync(
             ));
             continue;
         }
-        remove(ctx, key, entry, others, dry_run, &mut out).await;
+        remove(ctx, &mut live, key, entry, others, dry_run, &mut out).await;
     }
     out
 }
@@ -213,6 +255,7 @@ pub async fn withdraw(
         entries: entries.clone(),
         ..ReleasesOutcome::default()
     };
+    let mut live = LiveReleases::new(ctx.target);
     for (key, entry) in entries {
         if leave {
             out.entries.remove(key);
@@ -227,7 +270,7 @@ pub async fn withdraw(
             ));
             continue;
         }
-        remove(ctx, key, entry, others, false, &mut out).await;
+        remove(ctx, &mut live, key, entry, others, false, &mut out).await;
     }
     out
 }
@@ -235,6 +278,7 @@ pub async fn withdraw(
 /// Uninstalls a recorded release that is no longer wanted.
 async fn remove(
     ctx: &HelmTarget<'_>,
+    live_releases: &mut LiveReleases<'_>,
     key: &str,
     entry: &ReleaseEntry,
     others: &BTreeMap<String, String>,
@@ -251,7 +295,7 @@ async fn remove(
         ));
         return;
     }
-    let live = match releases::live(ctx.target, &entry.namespace, &entry.name).await {
+    let live = match live_releases.get(&entry.namespace, &entry.name).await {
         Ok(live) => live,
         Err(e) => {
             out.errors
@@ -306,6 +350,7 @@ async fn remove(
 /// `helmChartAction: Uninstall`.
 async fn uninstall(
     ctx: &HelmTarget<'_>,
+    live_releases: &mut LiveReleases<'_>,
     key: &str,
     release: &RenderedRelease,
     recorded: Option<&ReleaseEntry>,
@@ -322,7 +367,7 @@ async fn uninstall(
         revision: 0,
         secret_paths: BTreeSet::new(),
     });
-    let live = match releases::live(ctx.target, &release.namespace, &release.name).await {
+    let live = match live_releases.get(&release.namespace, &release.name).await {
         Ok(live) => live,
         Err(e) => {
             out.errors
@@ -340,12 +385,22 @@ async fn uninstall(
         ));
         return;
     }
-    remove(ctx, key, &entry, &BTreeMap::new(), dry_run, out).await;
+    remove(
+        ctx,
+        live_releases,
+        key,
+        &entry,
+        &BTreeMap::new(),
+        dry_run,
+        out,
+    )
+    .await;
 }
 
 /// `helmChartAction: Install`: nothing when unchanged, else fetch and upgrade --install.
 async fn install(
     ctx: &HelmTarget<'_>,
+    live_releases: &mut LiveReleases<'_>,
     key: &str,
     release: &RenderedRelease,
     base: &inventory::Inventory,
@@ -388,9 +443,9 @@ async fn install(
         },
         None => release.credentials.clone(),
     };
-    let live = match releases::live(ctx.target, &release.namespace, &release.name).await {
+    let live = match live_releases.get(&release.namespace, &release.name).await {
         Ok(live) => live,
-        Err(e) => return fail(out, e.to_string()),
+        Err(e) => return fail(out, e),
     };
     let decision = helm::decide(recorded, live.as_ref(), &desired);
     if decision == Decision::Unchanged {
