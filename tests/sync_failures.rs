@@ -1226,10 +1226,14 @@ async fn a_persistent_apply_error_is_retried_without_rewriting_the_note_every_pa
     let noted = wait_until(
         Duration::from_secs(30),
         Duration::from_millis(100),
-        || async { repo.note("refs/notes/flotilla", &commit).is_some() },
+        // Both notes refs are pushed, one after the other: wait for the second too.
+        || async {
+            repo.note("refs/notes/flotilla", &commit).is_some()
+                && repo.note("refs/notes/flotilla-state", &commit).is_some()
+        },
     )
     .await;
-    assert!(noted.is_some(), "no note:\n{}", daemon.log());
+    assert!(noted.is_some(), "no notes:\n{}", daemon.log());
     let state = repo.state(&commit);
     assert_eq!(
         state["clusters"]["one"]["profiles"]["app"]["status"], "failed",
