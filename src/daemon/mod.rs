@@ -88,6 +88,9 @@ pub struct Fleet {
     /// Options.
     pub options: Options,
     targets: tokio::sync::Mutex<HashMap<String, (KubeconfigRef, Arc<Target>)>>,
+    /// Rung by watchers (live objects that templates read, ...) when the desired state may have
+    /// changed without a commit: the running daemon then passes again at once.
+    wake: tokio::sync::Notify,
 }
 
 impl Fleet {
@@ -96,7 +99,13 @@ impl Fleet {
         Fleet {
             options,
             targets: tokio::sync::Mutex::new(HashMap::new()),
+            wake: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Asks the running daemon for a pass now (several calls before it starts make one pass).
+    pub fn wake(&self) {
+        self.wake.notify_one();
     }
 
     /// The client of a cluster, made once and remade when its kubeconfig reference changes.
@@ -519,6 +528,7 @@ impl Daemon {
                         None => std::future::pending().await,
                     }
                 } => {}
+                _ = self.fleet.wake.notified() => {}
                 _ = shutdown.changed() => {}
             }
         }
