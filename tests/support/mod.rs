@@ -5,6 +5,7 @@
 //! Every test binary compiles this module and uses a different part of it.
 #![allow(dead_code)]
 
+pub mod daemon;
 pub mod fleet;
 pub mod git_server;
 pub mod helm;
