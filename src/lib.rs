@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod diff;
+pub mod drift;
 pub mod git;
 pub mod helm;
 pub mod plan;

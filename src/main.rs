@@ -226,6 +226,7 @@ impl SyncArgs {
                     .parent()
                     .map_or_else(|| repos.join("charts"), |p| p.join("charts"))
             }),
+            watch_drift: false,
         }
     }
 }
@@ -272,7 +273,10 @@ fn main() -> ExitCode {
             kustomize_bin.as_deref(),
         ),
         Command::Sync { sync, once: _ } => sync_once(sync.options(Duration::from_secs(30))),
-        Command::Run { sync, interval } => run(sync.options(interval)),
+        Command::Run { sync, interval } => run(daemon::Options {
+            watch_drift: true,
+            ..sync.options(interval)
+        }),
         Command::Status {
             repo,
             rev,

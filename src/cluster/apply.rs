@@ -36,6 +36,9 @@ pub struct Outcome {
     pub hashes: BTreeMap<String, String>,
     /// Whether any write request was made.
     pub wrote: bool,
+    /// The objects now applied as rendered (key → stamped object, namespace defaulted): what
+    /// drift detection watches and re-applies. Empty for a dry-run.
+    pub applied: BTreeMap<String, Value>,
 }
 
 /// One profile's objects for one destination of one managed cluster.
@@ -107,6 +110,7 @@ pub async fn apply(request: ApplyRequest<'_>) -> Outcome {
     }
     if changed.is_empty() && removed.is_empty() && !metadata_changed {
         out.changes = prepared.iter().map(|p| unchanged(&p.key)).collect();
+        out.applied = prepared.into_iter().map(|p| (p.key, p.object)).collect();
         return out;
     }
 
@@ -240,6 +244,9 @@ pub async fn apply(request: ApplyRequest<'_>) -> Outcome {
             Some(Action::Failed) | Some(Action::Skipped)
         );
         let hash = if ok { p.hash.clone() } else { String::new() };
+        if ok {
+            out.applied.insert(p.key.clone(), p.object.clone());
+        }
         entries.insert(p.key.clone(), entry(&p.object, hash));
     }
     for key in kept_removed {
@@ -253,6 +260,61 @@ pub async fn apply(request: ApplyRequest<'_>) -> Outcome {
         }
     }
     out
+}
+
+/// The live object for an applied one (same kind, namespace and name), `None` when it does not
+/// exist. For drift checks.
+pub async fn read_live(target: &Target, object: &Value) -> Result<Option<Value>, String> {
+    let (api, name, key) = api_of(target, object).await?;
+    let live = api
+        .get_opt(&name)
+        .await
+        .map_err(|e| describe(target, &key, "read", &e))?;
+    Ok(live.map(|l| serde_json::to_value(l).unwrap_or(Value::Null)))
+}
+
+/// Server-side applies one object (forced, manager `flotilla`), or dry-runs it; the server's
+/// result. For drift repairs, which re-apply exactly what the pass applied.
+pub async fn apply_object(target: &Target, object: &Value, dry_run: bool) -> Result<Value, String> {
+    let (api, name, key) = api_of(target, object).await?;
+    let mut params = PatchParams::apply(FIELD_MANAGER).force();
+    params.dry_run = dry_run;
+    let result = api
+        .patch(&name, &params, &Patch::Apply(object))
+        .await
+        .map_err(|e| {
+            describe(
+                target,
+                &key,
+                if dry_run { "dry-run apply" } else { "apply" },
+                &e,
+            )
+        })?;
+    Ok(serde_json::to_value(result).unwrap_or(Value::Null))
+}
+
+/// The API handle, name and key of an applied object (its kind resolved by discovery).
+async fn api_of(
+    target: &Target,
+    object: &Value,
+) -> Result<(Api<DynamicObject>, String, String), String> {
+    let api_version = object["apiVersion"].as_str().unwrap_or_default();
+    let kind = object["kind"].as_str().unwrap_or_default();
+    let served = target
+        .discovery
+        .resolve(&target.name, &target.client, api_version, kind)
+        .await
+        .map_err(|e| e.to_string())?;
+    let name = object["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let namespace = object["metadata"]["namespace"].as_str().unwrap_or_default();
+    Ok((
+        api_for(target, &served, namespace),
+        name,
+        object_key(object),
+    ))
 }
 
 /// Withdraws what an inventory holds: deletes it (WithdrawPolicies) or releases it

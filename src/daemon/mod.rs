@@ -2,6 +2,7 @@
 //! per-cluster concurrency, per-cluster backoff, and a graceful stop on SIGTERM. This is the only
 //! place that wires adapters (git, cluster) to the pure modules.
 
+mod drift;
 mod pass;
 mod releases;
 
@@ -18,7 +19,10 @@ use crate::config::{self, Cluster, ConfigRepo, KubeconfigRef};
 use crate::git::{self, GitError, GitSource, Note};
 use crate::helm::cli::{Charts, Helm, HelmError};
 use crate::render::kustomize::{Kustomize, KustomizeError, Workspace};
-use crate::report::{self, ClusterStatus, PassReport, ProfileStatus, StateNote};
+use crate::report::{self, ClusterStatus, DriftRepair, PassReport, ProfileStatus, StateNote};
+
+use drift::DriftWatch;
+use tokio::sync::mpsc;
 
 pub use pass::run_pass;
 
@@ -74,6 +78,9 @@ pub struct Options {
     pub helm_timeout: Duration,
     /// Where fetched charts are kept, by (repository, chart, version).
     pub chart_cache_dir: PathBuf,
+    /// Watch what `ContinuousWithDriftDetection` profiles applied and repair drift (`run`;
+    /// a single `sync --once` has nobody left to watch).
+    pub watch_drift: bool,
 }
 
 impl Options {
@@ -261,6 +268,12 @@ pub struct Daemon {
     kustomize: Option<(String, Arc<Workspace>)>,
     /// The helm binary and the chart cache, kept across commits.
     charts: Arc<Charts>,
+    /// Drift watches (`run` only) and where their repairs arrive.
+    drift: Option<(DriftWatch, mpsc::Receiver<DriftRepair>)>,
+    /// Drift repaired while the last valid commit was applied (for its notes).
+    repairs: Vec<DriftRepair>,
+    /// The last pass's report, to rewrite its note when a drift repair arrives.
+    last_report: Option<PassReport>,
 }
 
 impl Daemon {
@@ -301,6 +314,9 @@ impl Daemon {
             kustomize_tool,
             kustomize: None,
             charts,
+            drift: None,
+            repairs: Vec::new(),
+            last_report: None,
         })
     }
 
@@ -366,6 +382,7 @@ impl Daemon {
                         .collect(),
                     desired_commit: desired,
                     clusters: vec![],
+                    drift: vec![],
                 }
             }
         };
@@ -387,7 +404,13 @@ impl Daemon {
         };
         workspace.retry_failed();
         self.charts.retry_failed();
-        let report = run_pass(
+        // No drift repair while a pass changes what is desired.
+        let gate = self.drift.as_ref().map(|(d, _)| Arc::clone(&d.gate));
+        let _pass = match &gate {
+            Some(gate) => Some(gate.write().await),
+            None => None,
+        };
+        let (mut report, watched) = run_pass(
             &self.fleet,
             commit,
             subject,
@@ -397,6 +420,15 @@ impl Daemon {
             &self.charts,
         )
         .await;
+        if let Some((drift, _)) = &mut self.drift {
+            drift.update(watched);
+            info!(watches = drift.watches(), "drift watches");
+        }
+        if self.last_report.as_ref().is_none_or(|r| r.commit != commit) {
+            self.repairs.clear();
+        }
+        report.drift = self.repairs.clone();
+        self.last_report = Some(report.clone());
         for cluster in &report.clusters {
             if cluster.status == ClusterStatus::Unreachable && !skipped.contains_key(&cluster.name)
             {
@@ -499,6 +531,10 @@ impl Daemon {
             None
         });
         let interval = self.options().interval;
+        if self.options().watch_drift {
+            let (tx, rx) = mpsc::channel(256);
+            self.drift = Some((DriftWatch::new(tx), rx));
+        }
         loop {
             if *shutdown.borrow() {
                 break;
@@ -520,20 +556,56 @@ impl Daemon {
             if *shutdown.borrow() {
                 break;
             }
-            tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
-                _ = async {
-                    match &watcher {
-                        Some(w) => w.changed().await,
-                        None => std::future::pending().await,
-                    }
-                } => {}
-                _ = self.fleet.wake.notified() => {}
-                _ = shutdown.changed() => {}
+            // Wait for the next poll; drift repairs arriving meanwhile are noted without one.
+            let next_poll = tokio::time::Instant::now() + interval;
+            loop {
+                let repair = tokio::select! {
+                    _ = tokio::time::sleep_until(next_poll) => None,
+                    _ = async {
+                        match &watcher {
+                            Some(w) => w.changed().await,
+                            None => std::future::pending().await,
+                        }
+                    } => None,
+                    _ = self.fleet.wake.notified() => None,
+                    repair = async {
+                        match &mut self.drift {
+                            Some((_, rx)) => rx.recv().await,
+                            None => std::future::pending().await,
+                        }
+                    } => repair,
+                    _ = shutdown.changed() => None,
+                };
+                match repair {
+                    Some(repair) => self.noted_repairs(repair).await,
+                    None => break,
+                }
             }
         }
         info!("stopped");
         Ok(())
+    }
+
+    /// Adds drift repairs (this one and any already waiting) to the note of the commit the last
+    /// pass applied, and rewrites that note.
+    async fn noted_repairs(&mut self, first: DriftRepair) {
+        let mut arrived = vec![first];
+        if let Some((_, rx)) = &mut self.drift {
+            while let Ok(more) = rx.try_recv() {
+                arrived.push(more);
+            }
+        }
+        let Some(mut report) = self.last_report.take() else {
+            return;
+        };
+        self.repairs.extend(arrived);
+        let excess = self.repairs.len().saturating_sub(report::DRIFT_KEPT);
+        self.repairs.drain(..excess);
+        report.drift = self.repairs.clone();
+        if let Err(e) = self.write_notes(&report, false).await {
+            error!(error = %e, "writing the drift repair to the notes failed");
+        }
+        self.last_report = Some(report);
     }
 
     /// A pass of the desired state without a new commit: retries failed clusters and pairs,

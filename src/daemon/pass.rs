@@ -25,7 +25,9 @@ use crate::report::{
 };
 
 use super::Fleet;
+use super::drift::DriftSet;
 use super::releases::{self, HelmTarget, ManagementSecrets};
+use crate::drift::{self, Desired};
 
 /// Prefix of the keys of Local objects (in the management cluster) in notes and claims.
 const LOCAL_PREFIX: &str = "management:";
@@ -53,7 +55,7 @@ pub async fn run_pass(
     skip: &BTreeMap<String, String>,
     kustomize: &Workspace,
     charts: &Charts,
-) -> PassReport {
+) -> (PassReport, DriftSet) {
     let management = fleet.management(repo).await;
     // Chart credentials kept in the management cluster, read once this pass.
     let secrets =
@@ -159,16 +161,34 @@ pub async fn run_pass(
     .buffer_unordered(concurrency)
     .collect::<Vec<_>>()
     .await;
-    for (name, report) in done {
+    let mut drift = DriftSet::new();
+    for (name, (report, watched)) in done {
         clusters.insert(name, report);
+        for w in watched {
+            drift
+                .entry(w.target.name.clone())
+                .or_insert_with(|| (Arc::clone(&w.target), BTreeMap::new()))
+                .1
+                .insert(w.key, w.desired);
+        }
     }
-    PassReport {
+    let report = PassReport {
         commit: commit.to_string(),
         subject: subject.to_string(),
         validation_errors: vec![],
         desired_commit: None,
         clusters: clusters.into_values().collect(),
-    }
+        drift: vec![],
+    };
+    (report, drift)
+}
+
+/// An object a pass left under drift detection.
+struct Watched {
+    /// Where it is applied.
+    target: Arc<Target>,
+    key: String,
+    desired: Desired,
 }
 
 fn short(commit: &str) -> &str {
@@ -273,16 +293,18 @@ async fn sync_cluster(
     kustomize: &Workspace,
     charts: &Charts,
     secrets: &ManagementSecrets,
-) -> ClusterReport {
+) -> (ClusterReport, Vec<Watched>) {
     let mut profiles: Vec<ProfileReport> = Vec::new();
+    let mut watched: Vec<Watched> = Vec::new();
     let Some(cluster) = repo.clusters.get(name) else {
-        return ClusterReport {
+        let report = ClusterReport {
             name: name.to_string(),
             labels: reached.labels,
             status: ClusterStatus::Unreachable,
             error: Some("cluster left the inventory".into()),
             profiles,
         };
+        return (report, watched);
     };
 
     // Render every profile to deploy (pure), build its kustomizations (adapter, cached per
@@ -490,6 +512,8 @@ async fn sync_cluster(
                         conflicts,
                         &helm_target,
                         &owners,
+                        fleet.options.watch_drift,
+                        &mut watched,
                     )
                     .await
                 }
@@ -504,7 +528,7 @@ async fn sync_cluster(
         matches!(p.status, ProfileStatus::Failed | ProfileStatus::Conflict)
             || !p.conflicts.is_empty()
     });
-    ClusterReport {
+    let report = ClusterReport {
         name: name.to_string(),
         labels: reached.labels,
         status: if degraded {
@@ -514,7 +538,8 @@ async fn sync_cluster(
         },
         error: None,
         profiles,
-    }
+    };
+    (report, watched)
 }
 
 fn report_for(
@@ -592,12 +617,15 @@ async fn deploy(
     conflicts: Vec<Conflict>,
     helm_target: &HelmTarget<'_>,
     owners: &BTreeMap<String, String>,
+    watch_drift: bool,
+    watched: &mut Vec<Watched>,
 ) -> ProfileReport {
     let mode = profile.spec.sync_mode;
     let mut report = report_for(profile.name.clone(), Some(mode), ProfileStatus::InSync);
-    if mode == SyncMode::ContinuousWithDriftDetection {
+    let drift_detection = mode == SyncMode::ContinuousWithDriftDetection;
+    if drift_detection && !watch_drift {
         report.remarks.push(
-            "drift detection is not active yet: ContinuousWithDriftDetection behaves as Continuous"
+            "drift is detected and repaired by the running daemon (flotilla run), not by a single sync"
                 .into(),
         );
     }
@@ -770,6 +798,20 @@ async fn deploy(
         })
         .await;
         wrote |= outcome.wrote;
+        if drift_detection && watch_drift {
+            for (key, object) in &outcome.applied {
+                watched.push(Watched {
+                    target: Arc::clone(target),
+                    key: key.clone(),
+                    desired: Desired {
+                        profile: profile.name.clone(),
+                        cluster: cluster.to_string(),
+                        exclusions: drift::exclusions_for(&profile.spec.drift_exclusions, object),
+                        object: object.clone(),
+                    },
+                });
+            }
+        }
         merge(&mut report, outcome, prefix);
     }
     report.status = if !report.errors.is_empty() {

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::SyncMode;
 use crate::plan::Conflict;
 
+pub use crate::drift::DriftRepair;
 pub use note::{NOTE_CAP, human_note};
 pub use state::{ClusterState, ProfileState, STATE_VERSION, StateNote, state_note};
 
@@ -151,7 +152,14 @@ pub struct PassReport {
     pub desired_commit: Option<String>,
     /// Per cluster, by name.
     pub clusters: Vec<ClusterReport>,
+    /// Drift repaired by the running daemon while this commit was applied, oldest first
+    /// (at most [`DRIFT_KEPT`]; the notes ref's history keeps older versions).
+    #[serde(default)]
+    pub drift: Vec<DriftRepair>,
 }
+
+/// Drift repairs a commit's note lists at most (the newest are kept).
+pub const DRIFT_KEPT: usize = 100;
 
 impl PassReport {
     /// Whether the commit was valid (an invalid one applies nothing).

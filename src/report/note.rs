@@ -55,7 +55,48 @@ pub fn human_note(report: &PassReport) -> String {
         let names: Vec<&str> = groups[&body].iter().map(|c| c.name.as_str()).collect();
         let _ = write!(out, "\n## {}\n{body}", names.join(", "));
     }
+    drift_section(&mut out, &report.drift);
     cap(out)
+}
+
+/// The drift repaired while the commit was applied: per object what changed, who changed it,
+/// and how the repair went, with the diff (drifted → repaired).
+fn drift_section(out: &mut String, drift: &[super::DriftRepair]) {
+    use crate::drift::{DriftKind, RepairResult};
+    if drift.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\n## drift ({} repairs)", drift.len());
+    for d in drift {
+        let what = match d.kind {
+            DriftKind::Deleted => "deleted".to_string(),
+            DriftKind::Modified if d.paths.is_empty() => "changed".to_string(),
+            DriftKind::Modified => format!("changed {}", d.paths.join(", ")),
+        };
+        let who = if d.managers.is_empty() {
+            String::new()
+        } else {
+            format!(" by {}", d.managers.join(", "))
+        };
+        let result = match &d.result {
+            RepairResult::Repaired => match d.kind {
+                DriftKind::Deleted => "recreated".to_string(),
+                DriftKind::Modified => "re-applied".to_string(),
+            },
+            RepairResult::DryRunFailed(e) => {
+                format!("NOT repaired: the dry-run of the repair failed: {e}")
+            }
+            RepairResult::Failed(e) => format!("NOT repaired: {e}"),
+        };
+        let _ = writeln!(
+            out,
+            "- {} {} (profile {}): {what}{who} at {}; {result}",
+            d.cluster, d.key, d.profile, d.at
+        );
+        if let Some(diff) = &d.diff {
+            let _ = writeln!(out, "```diff\n{}```", ensure_newline(diff));
+        }
+    }
 }
 
 /// `3 clusters (2 changed, 1 unreachable): 4 created, 1 updated, 2 pruned, 1 error`.
@@ -420,6 +461,7 @@ mod tests {
             validation_errors: vec![],
             desired_commit: None,
             clusters,
+            drift: vec![],
         }
     }
 

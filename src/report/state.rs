@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ClusterStatus, PassReport, ProfileStatus};
+use super::{ClusterStatus, DriftRepair, PassReport, ProfileStatus};
 use crate::config::SyncMode;
 use crate::plan::Conflict;
 
@@ -31,6 +31,9 @@ pub struct StateNote {
     pub desired_commit: Option<String>,
     /// Per cluster.
     pub clusters: BTreeMap<String, ClusterState>,
+    /// Drift repaired while this commit was applied (the running daemon only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<DriftRepair>,
 }
 
 /// One cluster in the state note.
@@ -109,6 +112,7 @@ pub fn state_note(report: &PassReport) -> StateNote {
                 )
             })
             .collect(),
+        drift: report.drift.clone(),
     }
 }
 
