@@ -19,7 +19,14 @@
 #            no-op pass: wall time, helm processes started (must be 0), chart repository
 #            requests, write requests (must be 0) and requests in total. N = 100 runs at most
 #            3 times (each run installs and then uninstalls 100 releases, one helm at a time).
-# --quick: 1 run each, 2 profiles, helm with N = 10 only (a smoke test; CI may run it).
+#   drift    `flotilla run` (local repository, --interval 60s) with 3 clusters × 500 ConfigMaps in
+#            10 ContinuousWithDriftDetection profiles: 20 edits of a field flotilla owns (kubectl
+#            patch as another field manager, round robin over the clusters), repair latency from
+#            the apiservers' audit logs (edit completed → flotilla's re-apply completed), median
+#            and max; the daemon's RSS with every watch running; its CPU over 30 s of nothing
+#            changing (utime+stime from /proc)
+# --quick: 1 run each, 2 profiles, helm with N = 10 only, drift with 3 × 50 objects and 5 edits
+# (a smoke test; CI may run it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -31,16 +38,16 @@ while [ $# -gt 0 ]; do
     --quick) quick=1; runs=1; shift ;;
     --runs) runs=$2; shift 2 ;;
     -h | --help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
-    sync | latency | helm) workloads+=("$1"); shift ;;
+    sync | latency | helm | drift) workloads+=("$1"); shift ;;
     *) echo "bench: unknown argument $1" >&2; exit 2 ;;
   esac
 done
-[ ${#workloads[@]} -gt 0 ] || workloads=(sync latency helm)
+[ ${#workloads[@]} -gt 0 ] || workloads=(sync latency helm drift)
 profiles=20 releases=(10 50 100)
 [ $quick -eq 1 ] && profiles=2 releases=(10)
 # sync and latency need 3 clusters; helm needs one (c1), so `bench.sh helm` starts only that.
 clusters=(c1)
-case " ${workloads[*]} " in *" sync "* | *" latency "*) clusters=(c1 c2 c3) ;; esac
+case " ${workloads[*]} " in *" sync "* | *" latency "* | *" drift "*) clusters=(c1 c2 c3) ;; esac
 
 # Other work on the machine competes for the same cores: its load average goes into the heading.
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -248,6 +255,31 @@ max() { printf '%s\n' "$@" | sort -n | tail -n 1; }
 median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2}'; }
 spread() { sort -g | awk 'NR==1{min=$1} {max=$1} END {printf "%s–%s", min, max}'; }
 
+# The drift workload's repo: 3 clusters, 10 ContinuousWithDriftDetection profiles of $1 / 10
+# ConfigMaps each in namespace bench (plus the namespace profile).
+make_drift_repo() {
+  local repo=$1 per=$(($2 / 10)) p o
+  mkdir -p "$repo/clusters" "$repo/profiles" "$repo/manifests"
+  for c in c1 c2 c3; do
+    printf -- '---\napiVersion: flotilla.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: %s\n  labels: {env: bench}\n' "$c"
+  done > "$repo/clusters/fleet.yaml"
+  printf 'apiVersion: v1\nkind: Namespace\nmetadata:\n  name: bench\n' > "$repo/manifests/ns.yaml"
+  printf 'apiVersion: flotilla.dev/v1alpha1\nkind: ClusterProfile\nmetadata:\n  name: bench-ns\nspec:\n  clusterSelector: {}\n  policyRefs:\n  - {path: manifests/ns.yaml}\n' \
+    > "$repo/profiles/ns.yaml"
+  for ((p = 1; p <= 10; p++)); do
+    mkdir -p "$repo/manifests/d$p"
+    for ((o = 1; o <= per; o++)); do
+      printf 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: d%s-o%s\n  namespace: bench\ndata:\n  value: "%s"\n' \
+        "$p" "$o" "$o" > "$repo/manifests/d$p/o$o.yaml"
+    done
+    printf 'apiVersion: flotilla.dev/v1alpha1\nkind: ClusterProfile\nmetadata:\n  name: d%s\nspec:\n  clusterSelector: {}\n  syncMode: ContinuousWithDriftDetection\n  dependsOn: [bench-ns]\n  policyRefs:\n  - {path: manifests/d%s}\n' \
+      "$p" "$p" > "$repo/profiles/d$p.yaml"
+  done
+}
+
+# cpu_ticks PID → utime + stime of the process, in clock ticks
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
 rows=()
 row() { rows+=("$(printf '| %-8s | %-58s | %-22s | %-14s |' "$1" "$2" "$3" "$4")"); }
 
@@ -408,6 +440,75 @@ PY
           "$(printf '%s\n' "${noop_walls[@]}" | median) s ($(printf '%s\n' "${noop_walls[@]}" | spread))" \
           "helm processes $(max "${noop_calls[@]}"), chart repo GETs $(max "${noop_repo[@]}"), writes $(max "${noop_writes[@]}"), requests $(printf '%s\n' "${noop_totals[@]}" | median)"
       done
+      ;;
+    drift)
+      objects=500 edits=20 idle=30
+      [ $quick -eq 1 ] && objects=50 edits=5 idle=10
+      kubectl=${FLOTILLA_TESTBIN:-$HOME/.cache/flotilla/testbin}/kubectl
+      rm -rf "$work/drift"
+      make_drift_repo "$work/drift" "$objects"
+      git init -q -b main "$work/drift"
+      git -C "$work/drift" add -A
+      commit "$work/drift" "drift bench"
+      FLOTILLA_LOG=info "$flotilla" run --repo "$work/drift" "${sync_args[@]}" --interval 60s \
+        --cache-dir "$work/cache-drift" --notes-ref refs/notes/drift 2>"$work/drift.log" &
+      daemon_pid=$!
+      for ((w = 0; w < 600; w++)); do
+        git -C "$work/drift" notes --ref refs/notes/drift-state show HEAD >/dev/null 2>&1 &&
+          grep -q 'drift watches' "$work/drift.log" && break
+        sleep 0.1
+      done
+      git -C "$work/drift" notes --ref refs/notes/drift-state show HEAD >/dev/null 2>&1 ||
+        { echo "bench: drift: no first pass within 60 s" >&2; cat "$work/drift.log" >&2; exit 1; }
+      watches=$(grep 'drift watches' "$work/drift.log" | tail -n 1 | sed 's/.*watches=//')
+      sleep 3 # the watches list what exists
+      rss=$(awk '/VmRSS/ {print $2}' "/proc/$daemon_pid/status")
+      hwm=$(awk '/VmHWM/ {print $2}' "/proc/$daemon_pid/status")
+      ticks0=$(cpu_ticks "$daemon_pid")
+      sleep "$idle"
+      ticks1=$(cpu_ticks "$daemon_pid")
+      cpu_pct=$(awk -v d=$((ticks1 - ticks0)) -v hz="$(getconf CLK_TCK)" -v s="$idle" 'BEGIN {printf "%.2f", 100 * d / hz / s}')
+      per=$((objects / 10))
+      for ((e = 1; e <= edits; e++)); do
+        c=c$(((e - 1) % 3 + 1))
+        "$kubectl" --kubeconfig "$work/fleet/$c.kubeconfig" -n bench patch configmap \
+          "d$(((e - 1) % 10 + 1))-o$(((e - 1) % per + 1))" --type merge \
+          -p "{\"data\":{\"value\":\"edited-$e\"}}" --field-manager bench-edit >/dev/null
+        sleep 0.5
+      done
+      sleep 2
+      # Per edit: its completion (fieldManager=bench-edit) → the next non-dry-run apply of the
+      # same object by flotilla (fieldManager=flotilla) completing.
+      read -r lat_median lat_max lat_n <<<"$(python3 - "$work/fleet/logs" <<'PY'
+import json, sys, datetime
+def ts(s):
+    return datetime.datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
+lats = []
+for c in ["c1", "c2", "c3"]:
+    edits = {}
+    with open(f"{sys.argv[1]}/{c}.audit.log") as f:
+        for line in f:
+            e = json.loads(line)
+            uri = e.get("requestURI", "")
+            if e.get("verb") != "patch" or e.get("objectRef", {}).get("resource") != "configmaps":
+                continue
+            name = e["objectRef"].get("name")
+            if "fieldManager=bench-edit" in uri:
+                edits[name] = ts(e["stageTimestamp"])
+            elif "fieldManager=flotilla" in uri and "dryRun" not in uri and name in edits:
+                lats.append(ts(e["stageTimestamp"]) - edits.pop(name))
+lats.sort()
+print(f"{lats[len(lats) // 2]:.3f} {lats[-1]:.3f} {len(lats)}" if lats else "- - 0")
+PY
+)"
+      [ "$lat_n" -eq "$edits" ] || { echo "bench: drift: $lat_n of $edits edits repaired" >&2; cat "$work/drift.log" >&2; exit 1; }
+      kill "$daemon_pid"; wait "$daemon_pid" 2>/dev/null || true; daemon_pid=""
+      row drift "$edits edits of an owned field → re-applied (audit: edit done → repair done)" \
+        "median $lat_median s, max $lat_max s" "target ≤ 2 s, max ≤ 10 s"
+      row drift-mem "flotilla run watching 3 clusters × $objects objects ($watches watches)" \
+        "-" "RSS $((rss / 1024)) MiB (peak $((hwm / 1024)) MiB)"
+      row drift-idle "daemon CPU while nothing changes (${idle} s, watches open)" \
+        "-" "$cpu_pct % of one core"
       ;;
   esac
 done
