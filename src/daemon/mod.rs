@@ -2,6 +2,7 @@
 //! per-cluster concurrency, per-cluster backoff, and a graceful stop on SIGTERM. This is the only
 //! place that wires adapters (git, cluster) to the pure modules.
 
+mod labels;
 mod pass;
 mod releases;
 
@@ -58,6 +59,9 @@ pub struct Options {
     pub push_notes: Option<bool>,
     /// Poll interval of `run`.
     pub interval: Duration,
+    /// How often `run` re-reads the classifiers' facts (`/version`, their resource queries)
+    /// between passes: a cluster whose labels moved gets a pass at once, not at the next poll.
+    pub classify_interval: Duration,
     /// Clusters handled at once.
     pub concurrency: usize,
     /// Where bare mirrors of remotes are kept.
@@ -253,6 +257,9 @@ pub struct Daemon {
     last_seen: Option<String>,
     /// The state note written last (to skip rewriting an identical one).
     last_state: Option<StateNote>,
+    /// Effective labels the last pass used, per cluster it reached (the classify timer
+    /// compares against these).
+    pass_labels: BTreeMap<String, BTreeMap<String, String>>,
     backoff: Backoff,
     /// The kustomize binary, or why there is none (reported by each kustomizationRef).
     kustomize_tool: Result<Kustomize, KustomizeError>,
@@ -297,6 +304,7 @@ impl Daemon {
             last_valid: None,
             last_seen: None,
             last_state: None,
+            pass_labels: BTreeMap::new(),
             backoff: Backoff::default(),
             kustomize_tool,
             kustomize: None,
@@ -405,6 +413,12 @@ impl Daemon {
             }
         }
         self.backoff.record(&report, &skipped, now);
+        self.pass_labels = report
+            .clusters
+            .iter()
+            .filter(|c| matches!(c.status, ClusterStatus::Synced | ClusterStatus::Degraded))
+            .map(|c| (c.name.clone(), c.labels.clone()))
+            .collect();
         report
     }
 
@@ -499,6 +513,10 @@ impl Daemon {
             None
         });
         let interval = self.options().interval;
+        let classify_every = self.options().classify_interval;
+        let mut classify_timer =
+            tokio::time::interval_at(tokio::time::Instant::now() + classify_every, classify_every);
+        classify_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if *shutdown.borrow() {
                 break;
@@ -520,20 +538,44 @@ impl Daemon {
             if *shutdown.borrow() {
                 break;
             }
-            tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
-                _ = async {
-                    match &watcher {
-                        Some(w) => w.changed().await,
-                        None => std::future::pending().await,
+            // The poll deadline holds across classify ticks.
+            let next_poll = tokio::time::Instant::now() + interval;
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(next_poll) => break,
+                    _ = async {
+                        match &watcher {
+                            Some(w) => w.changed().await,
+                            None => std::future::pending().await,
+                        }
+                    } => break,
+                    _ = self.fleet.wake.notified() => break,
+                    _ = shutdown.changed() => break,
+                    _ = classify_timer.tick() => {
+                        if let Err(e) = self.reclassify().await {
+                            error!(error = %e, "sync failed; retrying next interval");
+                        }
                     }
-                } => {}
-                _ = self.fleet.wake.notified() => {}
-                _ = shutdown.changed() => {}
+                }
             }
         }
         info!("stopped");
         Ok(())
+    }
+
+    /// The classify timer: re-evaluates the classifiers of every cluster the last pass reached
+    /// (reads only) and passes at once when a cluster's effective labels moved; else does
+    /// nothing, writes nothing.
+    async fn reclassify(&mut self) -> Result<(), DaemonError> {
+        let Some((_, _, repo)) = &self.last_valid else {
+            return Ok(());
+        };
+        let changed = labels::changed(&self.fleet, repo, &self.pass_labels).await;
+        if changed.is_empty() {
+            return Ok(());
+        }
+        info!(clusters = ?changed, "classifier labels changed: passing now");
+        self.resync().await
     }
 
     /// A pass of the desired state without a new commit: retries failed clusters and pairs,

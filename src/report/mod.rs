@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::classify::{LabelConflict, LabelOwner};
 use crate::config::SyncMode;
 use crate::plan::Conflict;
 
@@ -130,6 +131,13 @@ pub struct ClusterReport {
     pub name: String,
     /// Effective labels used this pass.
     pub labels: BTreeMap<String, String>,
+    /// Who set each effective label (the inventory or a classifier), so a note can say why a
+    /// profile selected this cluster.
+    #[serde(default)]
+    pub label_sources: BTreeMap<String, LabelOwner>,
+    /// Classifier labels not applied because another source owns the key.
+    #[serde(default)]
+    pub label_conflicts: Vec<LabelConflict>,
     /// How it fared.
     pub status: ClusterStatus,
     /// Why it was unreachable.
@@ -151,6 +159,20 @@ pub struct PassReport {
     pub desired_commit: Option<String>,
     /// Per cluster, by name.
     pub clusters: Vec<ClusterReport>,
+}
+
+impl ClusterReport {
+    /// The labels set by classifiers (not the inventory), with the classifier that set each.
+    pub fn classifier_labels(&self) -> impl Iterator<Item = (&str, &str, &str)> {
+        self.labels
+            .iter()
+            .filter_map(|(key, value)| match self.label_sources.get(key) {
+                Some(LabelOwner::Classifier(name)) => {
+                    Some((key.as_str(), value.as_str(), name.as_str()))
+                }
+                _ => None,
+            })
+    }
 }
 
 impl PassReport {

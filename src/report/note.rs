@@ -112,6 +112,14 @@ fn summary(report: &PassReport) -> String {
     if errors > 0 {
         actions.push(format!("{errors} errors"));
     }
+    let label_conflicts: usize = report
+        .clusters
+        .iter()
+        .map(|c| c.label_conflicts.len())
+        .sum();
+    if label_conflicts > 0 {
+        actions.push(format!("{label_conflicts} label conflicts"));
+    }
     let pending = report
         .clusters
         .iter()
@@ -199,6 +207,18 @@ fn cluster_body(cluster: &ClusterReport) -> String {
             return out;
         }
         ClusterStatus::Synced | ClusterStatus::Degraded => {}
+    }
+    // Part of the body, so clusters only share a section when their classifier labels and
+    // label conflicts are the same too.
+    let classified: Vec<String> = cluster
+        .classifier_labels()
+        .map(|(key, value, classifier)| format!("{key}={value} ({classifier})"))
+        .collect();
+    if !classified.is_empty() {
+        let _ = writeln!(out, "labels from classifiers: {}", classified.join(", "));
+    }
+    for conflict in &cluster.label_conflicts {
+        let _ = writeln!(out, "label conflict: {conflict}");
     }
     if cluster.profiles.is_empty() {
         let _ = writeln!(out, "no profile targets this cluster");
@@ -407,6 +427,8 @@ mod tests {
         ClusterReport {
             name: name.into(),
             labels: BTreeMap::new(),
+            label_sources: BTreeMap::new(),
+            label_conflicts: vec![],
             status,
             error: (status == ClusterStatus::Unreachable).then(|| "connection refused".into()),
             profiles,

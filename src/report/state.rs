@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::{ClusterStatus, PassReport, ProfileStatus};
+use crate::classify::{LabelConflict, LabelOwner};
 use crate::config::SyncMode;
 use crate::plan::Conflict;
 
@@ -34,11 +35,22 @@ pub struct StateNote {
 }
 
 /// One cluster in the state note.
+///
+/// Label ownership is written next to the labels: `labelSources` maps every effective label key
+/// to `"inventory"` or `"classifier:<name>"`, and `labelConflicts` lists the classifier labels
+/// that were not applied, e.g.
+/// `{"classifier": "b-gpu", "key": "gpu", "value": "h100", "owner": "classifier:a-gpu"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterState {
     /// Effective labels.
     pub labels: BTreeMap<String, String>,
+    /// Label key → who set it (absent in notes written before label ownership was recorded).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub label_sources: BTreeMap<String, LabelOwner>,
+    /// Classifier labels that lost to another owner of their key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub label_conflicts: Vec<LabelConflict>,
     /// How it fared.
     pub status: ClusterStatus,
     /// Why it was unreachable.
@@ -86,6 +98,8 @@ pub fn state_note(report: &PassReport) -> StateNote {
                     c.name.clone(),
                     ClusterState {
                         labels: c.labels.clone(),
+                        label_sources: c.label_sources.clone(),
+                        label_conflicts: c.label_conflicts.clone(),
                         status: c.status,
                         error: c.error.clone(),
                         profiles: c
@@ -123,7 +137,8 @@ impl StateNote {
         serde_json::to_string_pretty(self).unwrap_or_default() + "\n"
     }
 
-    /// `flotilla status`: one row per (cluster, profile).
+    /// `flotilla status`: one row per (cluster, profile), and one per classifier label conflict
+    /// (profile `-`, status `label-conflict`, the sentence as detail).
     pub fn table(&self) -> String {
         let mut rows = vec![[
             "CLUSTER".to_string(),
@@ -142,6 +157,16 @@ impl StateNote {
                     "-".into(),
                     "-".into(),
                     cluster.error.clone().unwrap_or_default(),
+                ]);
+            }
+            for conflict in &cluster.label_conflicts {
+                rows.push([
+                    name.clone(),
+                    "-".into(),
+                    "label-conflict".into(),
+                    "-".into(),
+                    "-".into(),
+                    conflict.to_string(),
                 ]);
             }
             for (profile, state) in &cluster.profiles {
