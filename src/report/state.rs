@@ -214,3 +214,90 @@ impl StateNote {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::ClusterReport;
+
+    fn pass(conflicts: Vec<LabelConflict>) -> PassReport {
+        PassReport {
+            commit: "0123456789abcdef".into(),
+            subject: "s".into(),
+            validation_errors: vec![],
+            desired_commit: None,
+            clusters: vec![ClusterReport {
+                name: "one".into(),
+                labels: [("env", "prod"), ("gpu", "a100")]
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                label_sources: [
+                    ("env".to_string(), LabelOwner::Inventory),
+                    ("gpu".to_string(), LabelOwner::Classifier("a-gpu".into())),
+                ]
+                .into(),
+                label_conflicts: conflicts,
+                status: ClusterStatus::Synced,
+                error: None,
+                profiles: vec![],
+            }],
+        }
+    }
+
+    fn gpu_conflict() -> LabelConflict {
+        LabelConflict {
+            classifier: "b-gpu".into(),
+            key: "gpu".into(),
+            value: "h100".into(),
+            owner: LabelOwner::Classifier("a-gpu".into()),
+        }
+    }
+
+    #[test]
+    fn label_sources_and_conflicts_in_json() {
+        let state = state_note(&pass(vec![gpu_conflict()]));
+        let json: serde_json::Value = match serde_json::from_str(&state.to_text()) {
+            Ok(v) => v,
+            Err(e) => panic!("{e}"),
+        };
+        let one = &json["clusters"]["one"];
+        assert_eq!(
+            one["labelSources"],
+            serde_json::json!({"env": "inventory", "gpu": "classifier:a-gpu"})
+        );
+        assert_eq!(
+            one["labelConflicts"],
+            serde_json::json!([{"classifier": "b-gpu", "key": "gpu", "value": "h100", "owner": "classifier:a-gpu"}])
+        );
+        assert_eq!(StateNote::parse(&state.to_text()).ok(), Some(state.clone()));
+        // A different conflict is a different state (the daemon rewrites the note).
+        assert_ne!(state, state_note(&pass(vec![])));
+        assert_eq!(state, state_note(&pass(vec![gpu_conflict()])));
+    }
+
+    #[test]
+    fn notes_without_label_ownership_still_parse() {
+        let text = r#"{"version": 1, "commit": "c", "valid": true, "clusters": {"one": {"labels": {"env": "prod"}, "status": "synced", "profiles": {}}}}"#;
+        let state = StateNote::parse(text).ok();
+        let one = state.as_ref().map(|s| &s.clusters["one"]);
+        assert!(one.is_some_and(|c| c.label_sources.is_empty() && c.label_conflicts.is_empty()));
+    }
+
+    #[test]
+    fn status_table_lists_label_conflicts() {
+        let table = state_note(&pass(vec![gpu_conflict()])).table();
+        let row = table
+            .lines()
+            .find(|l| l.contains("label-conflict"))
+            .unwrap_or_default();
+        let cells: Vec<&str> = row.split_whitespace().take(3).collect();
+        assert_eq!(cells, ["one", "-", "label-conflict"], "{table}");
+        assert!(
+            row.ends_with("classifier b-gpu wants gpu=h100, but classifier a-gpu owns gpu"),
+            "{table}"
+        );
+        let quiet = state_note(&pass(vec![])).table();
+        assert!(!quiet.contains("label-conflict"), "{quiet}");
+    }
+}
