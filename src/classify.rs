@@ -427,7 +427,7 @@ mod tests {
                 repo.classifiers.values(),
                 &facts(live),
             );
-            assert_eq!(out.labels.get("k8s").is_some(), want, "{live}");
+            assert_eq!(out.labels.contains_key("k8s"), want, "{live}");
             assert_eq!(out.matched == ["range"], want, "{live}");
         }
     }

@@ -112,14 +112,6 @@ fn summary(report: &PassReport) -> String {
     if errors > 0 {
         actions.push(format!("{errors} errors"));
     }
-    let label_conflicts: usize = report
-        .clusters
-        .iter()
-        .map(|c| c.label_conflicts.len())
-        .sum();
-    if label_conflicts > 0 {
-        actions.push(format!("{label_conflicts} label conflicts"));
-    }
     let pending = report
         .clusters
         .iter()
@@ -129,11 +121,19 @@ fn summary(report: &PassReport) -> String {
     if pending > 0 {
         actions.push(format!("{pending} pending"));
     }
-    let what = if actions.is_empty() {
+    let mut what = if actions.is_empty() {
         "nothing changed".to_string()
     } else {
         actions.join(", ")
     };
+    let label_conflicts: usize = report
+        .clusters
+        .iter()
+        .map(|c| c.label_conflicts.len())
+        .sum();
+    if label_conflicts > 0 {
+        let _ = write!(what, ", {label_conflicts} label conflicts");
+    }
     format!(
         "{} clusters ({}): {what}",
         report.clusters.len(),
@@ -535,7 +535,9 @@ mod tests {
             classified("c", false),
         ]));
         assert!(
-            note.starts_with("flotilla: 3 clusters (0 changed): 4 label conflicts\n"),
+            note.starts_with(
+                "flotilla: 3 clusters (0 changed): nothing changed, 4 label conflicts\n"
+            ),
             "{note}"
         );
         let gpu =
