@@ -361,6 +361,54 @@ async fn the_running_daemon_follows_a_resource_classifier_on_the_classify_timer(
     };
     assert!(!present(&teams).await && !present(&other).await);
 
+    // Idle: for three classify intervals nothing changes. The timer asks (`/version`), but
+    // writes nothing to any cluster and leaves the notes refs alone.
+    let notes_ref = |r: &str| support::fleet::git(&repo.bare(), &["rev-parse", r]);
+    let refs_before = (
+        notes_ref("refs/notes/flotilla"),
+        notes_ref("refs/notes/flotilla-state"),
+    );
+    let versions = |name: &str| {
+        fleet
+            .requests(name)
+            .iter()
+            .filter(|e| e.uri.starts_with("/version"))
+            .count()
+    };
+    let before: Vec<(usize, usize)> = ["teams", "other"]
+        .iter()
+        .map(|n| (versions(n), fleet.write_requests(n).len()))
+        .collect();
+    let cpu_before = cpu_seconds(daemon.pid());
+    let window = Duration::from_secs(7);
+    tokio::time::sleep(window).await;
+    let cpu = cpu_seconds(daemon.pid()) - cpu_before;
+    for (name, (versions_before, writes_before)) in ["teams", "other"].iter().zip(&before) {
+        let asked = versions(name) - versions_before;
+        assert!(
+            asked >= 2,
+            "{name}: the classify timer asked /version {asked} times in {window:?}\n{}",
+            daemon.log()
+        );
+        assert_eq!(
+            fleet.write_requests(name).len(),
+            *writes_before,
+            "{name}: an idle classify tick wrote\n{}",
+            daemon.log()
+        );
+    }
+    assert_eq!(
+        (
+            notes_ref("refs/notes/flotilla"),
+            notes_ref("refs/notes/flotilla-state")
+        ),
+        refs_before,
+        "an idle classify tick rewrote a note"
+    );
+    eprintln!(
+        "idle: daemon used {cpu:.2}s CPU in {window:?} (classify interval 2s, 2 clusters, 1 classifier)"
+    );
+
     // A labelled Namespace appears: within one classify interval (+ the pass) the label is
     // earned and the profile deployed.
     let started = Instant::now();
@@ -450,6 +498,27 @@ async fn the_running_daemon_follows_a_resource_classifier_on_the_classify_timer(
         repo.state(&commit),
         daemon.log()
     );
+}
+
+/// CPU time (user + system) a process has used so far, from `/proc/<pid>/stat`.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc stat");
+    // Fields after the command name (which may contain spaces) close with `)`.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    let out = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .expect("run getconf");
+    let per_second: f64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(100.0);
+    ticks as f64 / per_second
 }
 
 /// The lines of the section of `cluster` in a human note (`## one` or `## one, two`).
@@ -608,4 +677,55 @@ async fn label_ownership_inventory_first_then_first_classifier_by_name() {
         ));
     }
     assert_eq!(runs[0], runs[1], "the same outcome on every pass");
+
+    // The running daemon passes every second; the label conflicts stay the same, so after its
+    // first note on the commit (a commit new to it is always written) it rewrites nothing.
+    let notes_ref = |r: &str| support::fleet::git(&repo.bare(), &["rev-parse", r]);
+    let refs = || {
+        (
+            notes_ref("refs/notes/flotilla"),
+            notes_ref("refs/notes/flotilla-state"),
+        )
+    };
+    let synced = refs();
+    let daemon = Daemon::spawn(&[
+        "--repo".as_ref(),
+        repo.url().as_ref(),
+        "--kubeconfig-dir".as_ref(),
+        fleet.dir().as_os_str(),
+        "--cache-dir".as_ref(),
+        repo.cache_dir().as_os_str(),
+        "--interval".as_ref(),
+        "1s".as_ref(),
+        "--classify-interval".as_ref(),
+        "1s".as_ref(),
+    ]);
+    let written = wait_until(
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || async {
+            let now = refs();
+            now.0 != synced.0 && now.1 != synced.1
+        },
+    )
+    .await;
+    assert!(written.is_some(), "daemon log:\n{}", daemon.log());
+    let first = refs();
+    let requests_before = fleet.requests("one").len();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        fleet.requests("one").len() > requests_before,
+        "the daemon kept passing"
+    );
+    assert_eq!(
+        refs(),
+        first,
+        "an unchanged state rewrote the notes\ndaemon log:\n{}",
+        daemon.log()
+    );
+    let state = repo.state(&commit);
+    assert_eq!(
+        state["clusters"]["one"]["labelConflicts"], runs[0].1,
+        "{state:#}"
+    );
 }
