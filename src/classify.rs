@@ -134,9 +134,18 @@ pub fn version_numbers(text: &str) -> Option<semver::Version> {
     Some(semver::Version::new(major, minor, patch))
 }
 
-/// Who set an effective label.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "camelCase", tag = "from", content = "name")]
+/// Errors of this module.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClassifyError {
+    /// A label source read back from a state note is not one we write.
+    #[error("label source {0:?} is neither \"inventory\" nor \"classifier:<name>\"")]
+    UnknownLabelSource(String),
+}
+
+/// Who set an effective label. Written in notes as the string `inventory` or
+/// `classifier:<name>`, so a state note reads `"labelSources": {"env": "inventory"}`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub enum LabelOwner {
     /// The Cluster document.
     Inventory,
@@ -144,15 +153,63 @@ pub enum LabelOwner {
     Classifier(String),
 }
 
-/// A classifier label that lost to an owner of the same key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+impl std::fmt::Display for LabelOwner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LabelOwner::Inventory => f.write_str("inventory"),
+            LabelOwner::Classifier(name) => write!(f, "classifier:{name}"),
+        }
+    }
+}
+
+impl From<LabelOwner> for String {
+    fn from(owner: LabelOwner) -> String {
+        owner.to_string()
+    }
+}
+
+impl TryFrom<String> for LabelOwner {
+    type Error = ClassifyError;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        if text == "inventory" {
+            return Ok(LabelOwner::Inventory);
+        }
+        match text.strip_prefix("classifier:") {
+            Some(name) if !name.is_empty() => Ok(LabelOwner::Classifier(name.to_string())),
+            _ => Err(ClassifyError::UnknownLabelSource(text)),
+        }
+    }
+}
+
+/// A classifier label that lost to an owner of the same key: the classifier matched, but this
+/// label of it was not applied. Reported in both notes so the operator can fix the rules.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LabelConflict {
     /// The classifier whose label was not applied.
     pub classifier: String,
     /// The key.
     pub key: String,
-    /// Who owns it.
+    /// The value the classifier wanted to set.
+    pub value: String,
+    /// Who owns the key.
     pub owner: LabelOwner,
+}
+
+/// The sentence an operator reads: `classifier b-gpu wants gpu=a100, but classifier a-gpu owns
+/// gpu` or `classifier c-env wants env=dev, but the inventory sets it`.
+impl std::fmt::Display for LabelConflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "classifier {} wants {}={}, but ",
+            self.classifier, self.key, self.value
+        )?;
+        match &self.owner {
+            LabelOwner::Inventory => f.write_str("the inventory sets it"),
+            LabelOwner::Classifier(owner) => write!(f, "classifier {owner} owns {}", self.key),
+        }
+    }
 }
 
 /// The outcome for one cluster.
@@ -235,6 +292,7 @@ pub fn classify<'a>(
                 out.conflicts.push(LabelConflict {
                     classifier: classifier.name.clone(),
                     key: key.clone(),
+                    value: label.value.value.clone(),
                     owner: owner.clone(),
                 });
                 continue;
@@ -313,6 +371,22 @@ mod tests {
             ("GreaterThanOrEqualTo", "1.37.0", "v1.34.2", false),
             ("LessThanOrEqualTo", "1.34.2", "v1.34.2", true),
             ("LessThanOrEqualTo", "1.34.1", "v1.34.2", false),
+            // Both outcomes of every comparison against a provider's suffixed gitVersion, and
+            // the exact boundary (equal numbers) of each.
+            ("Equal", "1.34.3", "v1.34.2-eks-1a2b", false),
+            ("NotEqual", "1.34.2", "v1.34.2-eks-1a2b", false),
+            ("NotEqual", "1.34.3", "v1.34.2-eks-1a2b", true),
+            ("GreaterThan", "1.34.1", "v1.34.2-eks-1a2b", true),
+            ("GreaterThan", "1.34.2", "v1.34.2-eks-1a2b", false),
+            ("LessThan", "1.34.3", "v1.34.2-eks-1a2b", true),
+            ("LessThan", "1.34.2", "v1.34.2-eks-1a2b", false),
+            ("GreaterThanOrEqualTo", "1.34.2", "v1.34.2-eks-1a2b", true),
+            ("GreaterThanOrEqualTo", "1.34.3", "v1.34.2-eks-1a2b", false),
+            ("LessThanOrEqualTo", "1.34.2", "v1.34.2-eks-1a2b", true),
+            ("LessThanOrEqualTo", "1.34.1", "v1.34.2-eks-1a2b", false),
+            // Minor versions compare as numbers, not text (1.100 > 1.37).
+            ("GreaterThan", "1.37.0", "v1.100.0", true),
+            ("LessThan", "1.9.0", "v1.37.0", false),
         ];
         for (comparison, version, live, want) in cases {
             let text = classifier(
@@ -329,6 +403,51 @@ mod tests {
                 want,
                 "{comparison} {version} vs {live}"
             );
+        }
+    }
+
+    #[test]
+    fn every_version_constraint_must_hold() {
+        let text = classifier(
+            "range",
+            "k8s",
+            "v1-34",
+            "[{version: 1.34.0, comparison: GreaterThanOrEqualTo}, {version: 1.35.0, comparison: LessThan}]",
+        );
+        let repo = repo(&text);
+        for (live, want) in [
+            ("v1.34.0", true),
+            ("v1.34.9-gke.100", true),
+            ("v1.35.0", false),
+            ("v1.33.9", false),
+            ("v1.37.1", false),
+        ] {
+            let out = classify(
+                &repo.clusters["c1"],
+                repo.classifiers.values(),
+                &facts(live),
+            );
+            assert_eq!(out.labels.contains_key("k8s"), want, "{live}");
+            assert_eq!(out.matched == ["range"], want, "{live}");
+        }
+    }
+
+    #[test]
+    fn label_owner_is_written_as_a_string() {
+        let cases = [
+            (LabelOwner::Inventory, "\"inventory\""),
+            (
+                LabelOwner::Classifier("gatekeeper-3-9".into()),
+                "\"classifier:gatekeeper-3-9\"",
+            ),
+        ];
+        for (owner, json) in cases {
+            assert_eq!(serde_json::to_string(&owner).ok().as_deref(), Some(json));
+            let back: Result<LabelOwner, _> = serde_json::from_str(json);
+            assert_eq!(back.ok(), Some(owner));
+        }
+        for bad in ["\"\"", "\"classifier:\"", "\"Inventory\"", "\"operator\""] {
+            assert!(serde_json::from_str::<LabelOwner>(bad).is_err(), "{bad}");
         }
     }
 
@@ -373,6 +492,30 @@ mod tests {
             .collect();
         assert_eq!(conflicts, vec![("b-second", "tier"), ("c-env", "env")]);
         assert_eq!(out.conflicts[1].owner, LabelOwner::Inventory);
+        assert_eq!(out.owners["env"], LabelOwner::Inventory);
+        assert_eq!(out.matched, ["a-first", "b-second", "c-env"]);
+        let lines: Vec<String> = out.conflicts.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            lines,
+            [
+                "classifier b-second wants tier=b, but classifier a-first owns tier",
+                "classifier c-env wants env=dev, but the inventory sets it",
+            ]
+        );
+        // The same rules give the same outcome whatever order they are listed in.
+        let reversed = [
+            classifier("c-env", "env", "dev", "[]"),
+            classifier("a-first", "tier", "a", "[]"),
+            classifier("b-second", "tier", "b", "[]"),
+        ]
+        .concat();
+        let repo = self::repo(&reversed);
+        let again = classify(
+            &repo.clusters["c1"],
+            repo.classifiers.values(),
+            &facts("v1.34.0"),
+        );
+        assert_eq!(again, out);
     }
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

@@ -407,7 +407,10 @@ mod tests {
             signature(&[own.clone(), status]),
             signature(&[own.clone(), later_status])
         );
-        assert_ne!(signature(std::slice::from_ref(&own)), signature(&[own, edit]));
+        assert_ne!(
+            signature(std::slice::from_ref(&own)),
+            signature(&[own, edit])
+        );
     }
 
     #[test]

@@ -77,6 +77,10 @@ enum Command {
         /// Poll interval (e.g. 30s, 2m).
         #[arg(long, default_value = "30s", value_parser = parse_duration, env = "FLOTILLA_INTERVAL")]
         interval: Duration,
+        /// How often classifiers are re-evaluated between passes (`/version` and their resource
+        /// queries only); a cluster whose labels changed gets a pass at once.
+        #[arg(long, default_value = "60s", value_parser = parse_duration, env = "FLOTILLA_CLASSIFY_INTERVAL")]
+        classify_interval: Duration,
     },
     /// What the notes say: clusters × profiles with their status, as a table.
     Status {
@@ -214,6 +218,7 @@ impl SyncArgs {
                 None
             },
             interval,
+            classify_interval: Duration::from_secs(60),
             concurrency: self.concurrency,
             cache_dir: self.git.cache_dir(),
             credentials: self.git.credentials(),
@@ -273,8 +278,13 @@ fn main() -> ExitCode {
             kustomize_bin.as_deref(),
         ),
         Command::Sync { sync, once: _ } => sync_once(sync.options(Duration::from_secs(30))),
-        Command::Run { sync, interval } => run(daemon::Options {
+        Command::Run {
+            sync,
+            interval,
+            classify_interval,
+        } => run(daemon::Options {
             watch_drift: true,
+            classify_interval,
             ..sync.options(interval)
         }),
         Command::Status {

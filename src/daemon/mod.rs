@@ -3,6 +3,7 @@
 //! place that wires adapters (git, cluster) to the pure modules.
 
 mod drift;
+mod labels;
 mod pass;
 mod releases;
 
@@ -62,6 +63,9 @@ pub struct Options {
     pub push_notes: Option<bool>,
     /// Poll interval of `run`.
     pub interval: Duration,
+    /// How often `run` re-reads the classifiers' facts (`/version`, their resource queries)
+    /// between passes: a cluster whose labels moved gets a pass at once, not at the next poll.
+    pub classify_interval: Duration,
     /// Clusters handled at once.
     pub concurrency: usize,
     /// Where bare mirrors of remotes are kept.
@@ -260,6 +264,9 @@ pub struct Daemon {
     last_seen: Option<String>,
     /// The state note written last (to skip rewriting an identical one).
     last_state: Option<StateNote>,
+    /// Effective labels the last pass used, per cluster it reached (the classify timer
+    /// compares against these).
+    pass_labels: BTreeMap<String, BTreeMap<String, String>>,
     backoff: Backoff,
     /// The kustomize binary, or why there is none (reported by each kustomizationRef).
     kustomize_tool: Result<Kustomize, KustomizeError>,
@@ -310,6 +317,7 @@ impl Daemon {
             last_valid: None,
             last_seen: None,
             last_state: None,
+            pass_labels: BTreeMap::new(),
             backoff: Backoff::default(),
             kustomize_tool,
             kustomize: None,
@@ -437,6 +445,12 @@ impl Daemon {
             }
         }
         self.backoff.record(&report, &skipped, now);
+        self.pass_labels = report
+            .clusters
+            .iter()
+            .filter(|c| matches!(c.status, ClusterStatus::Synced | ClusterStatus::Degraded))
+            .map(|c| (c.name.clone(), c.labels.clone()))
+            .collect();
         report
     }
 
@@ -535,6 +549,10 @@ impl Daemon {
             let (tx, rx) = mpsc::channel(256);
             self.drift = Some((DriftWatch::new(tx), rx));
         }
+        let classify_every = self.options().classify_interval;
+        let mut classify_timer =
+            tokio::time::interval_at(tokio::time::Instant::now() + classify_every, classify_every);
+        classify_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if *shutdown.borrow() {
                 break;
@@ -556,29 +574,35 @@ impl Daemon {
             if *shutdown.borrow() {
                 break;
             }
-            // Wait for the next poll; drift repairs arriving meanwhile are noted without one.
+            // Wait for the next poll: the deadline holds across classify ticks, and drift
+            // repairs arriving meanwhile are noted without a poll.
             let next_poll = tokio::time::Instant::now() + interval;
             loop {
-                let repair = tokio::select! {
-                    _ = tokio::time::sleep_until(next_poll) => None,
+                tokio::select! {
+                    _ = tokio::time::sleep_until(next_poll) => break,
                     _ = async {
                         match &watcher {
                             Some(w) => w.changed().await,
                             None => std::future::pending().await,
                         }
-                    } => None,
-                    _ = self.fleet.wake.notified() => None,
+                    } => break,
+                    _ = self.fleet.wake.notified() => break,
+                    _ = shutdown.changed() => break,
+                    _ = classify_timer.tick() => {
+                        if let Err(e) = self.reclassify().await {
+                            error!(error = %e, "sync failed; retrying next interval");
+                        }
+                    }
                     repair = async {
                         match &mut self.drift {
                             Some((_, rx)) => rx.recv().await,
                             None => std::future::pending().await,
                         }
-                    } => repair,
-                    _ = shutdown.changed() => None,
-                };
-                match repair {
-                    Some(repair) => self.noted_repairs(repair).await,
-                    None => break,
+                    } => {
+                        if let Some(repair) = repair {
+                            self.noted_repairs(repair).await;
+                        }
+                    }
                 }
             }
         }
@@ -606,6 +630,21 @@ impl Daemon {
             error!(error = %e, "writing the drift repair to the notes failed");
         }
         self.last_report = Some(report);
+    }
+
+    /// The classify timer: re-evaluates the classifiers of every cluster the last pass reached
+    /// (reads only) and passes at once when a cluster's effective labels moved; else does
+    /// nothing, writes nothing.
+    async fn reclassify(&mut self) -> Result<(), DaemonError> {
+        let Some((_, _, repo)) = &self.last_valid else {
+            return Ok(());
+        };
+        let changed = labels::changed(&self.fleet, repo, &self.pass_labels).await;
+        if changed.is_empty() {
+            return Ok(());
+        }
+        info!(clusters = ?changed, "classifier labels changed: passing now");
+        self.resync().await
     }
 
     /// A pass of the desired state without a new commit: retries failed clusters and pairs,

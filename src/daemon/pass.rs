@@ -10,7 +10,7 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 use tracing::{Instrument as _, info, info_span, warn};
 
-use crate::classify::{self, ClusterFacts};
+use crate::classify::{ClusterFacts, LabelConflict, LabelOwner};
 use crate::cluster::apply::{self, ApplyRequest, Outcome};
 use crate::cluster::inventory::{self, Destination, Inventory};
 use crate::cluster::{self, Target};
@@ -36,6 +36,10 @@ const LOCAL_PREFIX: &str = "management:";
 struct Reached {
     target: Arc<Target>,
     labels: BTreeMap<String, String>,
+    /// Who set each of `labels`.
+    label_sources: BTreeMap<String, LabelOwner>,
+    /// Classifier labels that lost to another owner of their key.
+    label_conflicts: Vec<LabelConflict>,
     facts: ClusterFacts,
     remote: BTreeMap<String, Inventory>,
     local: BTreeMap<String, Inventory>,
@@ -111,11 +115,17 @@ pub async fn run_pass(
                     .get(&name)
                     .map(|c| c.labels.clone())
                     .unwrap_or_default();
+                let label_sources = labels
+                    .keys()
+                    .map(|k| (k.clone(), LabelOwner::Inventory))
+                    .collect();
                 clusters.insert(
                     name.clone(),
                     ClusterReport {
                         name,
                         labels,
+                        label_sources,
+                        label_conflicts: vec![],
                         status,
                         error,
                         profiles: vec![],
@@ -203,15 +213,7 @@ async fn reach(
     management: Option<&Arc<Target>>,
 ) -> Result<Reached, String> {
     let target = fleet.target(cluster).await.map_err(|e| e.to_string())?;
-    let version = cluster::version(&cluster.name, &target.client)
-        .await
-        .map_err(|e| e.to_string())?;
-    let queries = classify::resource_queries(repo.classifiers.values());
-    let facts = ClusterFacts {
-        version: Some(version),
-        resources: cluster::resources::answer(&target, &queries).await,
-    };
-    let classification = classify::classify(cluster, repo.classifiers.values(), &facts);
+    let (facts, classification) = super::labels::classify_cluster(&target, repo, cluster).await?;
     let remote = inventory::list(
         &target.client,
         &target.name,
@@ -232,6 +234,8 @@ async fn reach(
     Ok(Reached {
         target,
         labels: classification.labels,
+        label_sources: classification.owners,
+        label_conflicts: classification.conflicts,
         facts,
         remote,
         local,
@@ -300,6 +304,8 @@ async fn sync_cluster(
         let report = ClusterReport {
             name: name.to_string(),
             labels: reached.labels,
+            label_sources: reached.label_sources,
+            label_conflicts: reached.label_conflicts,
             status: ClusterStatus::Unreachable,
             error: Some("cluster left the inventory".into()),
             profiles,
@@ -531,6 +537,8 @@ async fn sync_cluster(
     let report = ClusterReport {
         name: name.to_string(),
         labels: reached.labels,
+        label_sources: reached.label_sources,
+        label_conflicts: reached.label_conflicts,
         status: if degraded {
             ClusterStatus::Degraded
         } else {

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::classify::{LabelConflict, LabelOwner};
 use crate::config::SyncMode;
 use crate::plan::Conflict;
 
@@ -131,6 +132,13 @@ pub struct ClusterReport {
     pub name: String,
     /// Effective labels used this pass.
     pub labels: BTreeMap<String, String>,
+    /// Who set each effective label (the inventory or a classifier), so a note can say why a
+    /// profile selected this cluster.
+    #[serde(default)]
+    pub label_sources: BTreeMap<String, LabelOwner>,
+    /// Classifier labels not applied because another source owns the key.
+    #[serde(default)]
+    pub label_conflicts: Vec<LabelConflict>,
     /// How it fared.
     pub status: ClusterStatus,
     /// Why it was unreachable.
@@ -160,6 +168,20 @@ pub struct PassReport {
 
 /// Drift repairs a commit's note lists at most (the newest are kept).
 pub const DRIFT_KEPT: usize = 100;
+
+impl ClusterReport {
+    /// The labels set by classifiers (not the inventory), with the classifier that set each.
+    pub fn classifier_labels(&self) -> impl Iterator<Item = (&str, &str, &str)> {
+        self.labels
+            .iter()
+            .filter_map(|(key, value)| match self.label_sources.get(key) {
+                Some(LabelOwner::Classifier(name)) => {
+                    Some((key.as_str(), value.as_str(), name.as_str()))
+                }
+                _ => None,
+            })
+    }
+}
 
 impl PassReport {
     /// Whether the commit was valid (an invalid one applies nothing).

@@ -162,11 +162,19 @@ fn summary(report: &PassReport) -> String {
     if pending > 0 {
         actions.push(format!("{pending} pending"));
     }
-    let what = if actions.is_empty() {
+    let mut what = if actions.is_empty() {
         "nothing changed".to_string()
     } else {
         actions.join(", ")
     };
+    let label_conflicts: usize = report
+        .clusters
+        .iter()
+        .map(|c| c.label_conflicts.len())
+        .sum();
+    if label_conflicts > 0 {
+        let _ = write!(what, ", {label_conflicts} label conflicts");
+    }
     format!(
         "{} clusters ({}): {what}",
         report.clusters.len(),
@@ -240,6 +248,18 @@ fn cluster_body(cluster: &ClusterReport) -> String {
             return out;
         }
         ClusterStatus::Synced | ClusterStatus::Degraded => {}
+    }
+    // Part of the body, so clusters only share a section when their classifier labels and
+    // label conflicts are the same too.
+    let classified: Vec<String> = cluster
+        .classifier_labels()
+        .map(|(key, value, classifier)| format!("{key}={value} ({classifier})"))
+        .collect();
+    if !classified.is_empty() {
+        let _ = writeln!(out, "labels from classifiers: {}", classified.join(", "));
+    }
+    for conflict in &cluster.label_conflicts {
+        let _ = writeln!(out, "label conflict: {conflict}");
     }
     if cluster.profiles.is_empty() {
         let _ = writeln!(out, "no profile targets this cluster");
@@ -448,6 +468,8 @@ mod tests {
         ClusterReport {
             name: name.into(),
             labels: BTreeMap::new(),
+            label_sources: BTreeMap::new(),
+            label_conflicts: vec![],
             status,
             error: (status == ClusterStatus::Unreachable).then(|| "connection refused".into()),
             profiles,
@@ -506,6 +528,92 @@ mod tests {
             "{note}"
         );
         assert!(note.contains("\n## d\npaused: left alone\n"), "{note}");
+    }
+
+    /// A cluster whose `gpu` label comes from classifier a-gpu (b-gpu lost it), plus the
+    /// given inventory-owned conflicts.
+    fn classified(name: &str, env_conflict: bool) -> ClusterReport {
+        use crate::classify::{LabelConflict, LabelOwner};
+        let mut c = cluster(
+            name,
+            ClusterStatus::Synced,
+            vec![profile(
+                "mon",
+                ProfileStatus::InSync,
+                &[("ConfigMap/mon/a", Action::Unchanged)],
+            )],
+        );
+        c.labels = [("env", "prod"), ("gpu", "a100")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        c.label_sources = [
+            ("env".to_string(), LabelOwner::Inventory),
+            ("gpu".to_string(), LabelOwner::Classifier("a-gpu".into())),
+        ]
+        .into();
+        c.label_conflicts.push(LabelConflict {
+            classifier: "b-gpu".into(),
+            key: "gpu".into(),
+            value: "h100".into(),
+            owner: LabelOwner::Classifier("a-gpu".into()),
+        });
+        if env_conflict {
+            c.label_conflicts.push(LabelConflict {
+                classifier: "c-env".into(),
+                key: "env".into(),
+                value: "dev".into(),
+                owner: LabelOwner::Inventory,
+            });
+        }
+        c
+    }
+
+    #[test]
+    fn classifier_labels_and_conflicts_per_cluster() {
+        let note = human_note(&report(vec![
+            classified("a", false),
+            classified("b", true),
+            classified("c", false),
+        ]));
+        assert!(
+            note.starts_with(
+                "flotilla: 3 clusters (0 changed): nothing changed, 4 label conflicts\n"
+            ),
+            "{note}"
+        );
+        let gpu =
+            "label conflict: classifier b-gpu wants gpu=h100, but classifier a-gpu owns gpu\n";
+        let env = "label conflict: classifier c-env wants env=dev, but the inventory sets it\n";
+        // a and c read the same and share a section; b has one more conflict and gets its own.
+        assert!(
+            note.contains(&format!(
+                "\n## a, c\nlabels from classifiers: gpu=a100 (a-gpu)\n{gpu}in sync: mon\n"
+            )),
+            "{note}"
+        );
+        assert!(
+            note.contains(&format!(
+                "\n## b\nlabels from classifiers: gpu=a100 (a-gpu)\n{gpu}{env}in sync: mon\n"
+            )),
+            "{note}"
+        );
+        assert_eq!(note.matches(env).count(), 1, "{note}");
+        // Inventory labels are not listed as classifier labels.
+        assert!(!note.contains("env=prod"), "{note}");
+    }
+
+    #[test]
+    fn clusters_with_different_classifier_labels_do_not_share_a_section() {
+        let a = classified("a", false);
+        let mut b = classified("b", false);
+        b.labels.insert("gpu".into(), "h100".into());
+        let note = human_note(&report(vec![a, b]));
+        assert!(note.contains("\n## a\n"), "{note}");
+        assert!(
+            note.contains("\n## b\nlabels from classifiers: gpu=h100 (a-gpu)\n"),
+            "{note}"
+        );
     }
 
     #[test]

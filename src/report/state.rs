@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::{ClusterStatus, DriftRepair, PassReport, ProfileStatus};
+use crate::classify::{LabelConflict, LabelOwner};
 use crate::config::SyncMode;
 use crate::plan::Conflict;
 
@@ -37,11 +38,22 @@ pub struct StateNote {
 }
 
 /// One cluster in the state note.
+///
+/// Label ownership is written next to the labels: `labelSources` maps every effective label key
+/// to `"inventory"` or `"classifier:<name>"`, and `labelConflicts` lists the classifier labels
+/// that were not applied, e.g.
+/// `{"classifier": "b-gpu", "key": "gpu", "value": "h100", "owner": "classifier:a-gpu"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterState {
     /// Effective labels.
     pub labels: BTreeMap<String, String>,
+    /// Label key → who set it (absent in notes written before label ownership was recorded).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub label_sources: BTreeMap<String, LabelOwner>,
+    /// Classifier labels that lost to another owner of their key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub label_conflicts: Vec<LabelConflict>,
     /// How it fared.
     pub status: ClusterStatus,
     /// Why it was unreachable.
@@ -89,6 +101,8 @@ pub fn state_note(report: &PassReport) -> StateNote {
                     c.name.clone(),
                     ClusterState {
                         labels: c.labels.clone(),
+                        label_sources: c.label_sources.clone(),
+                        label_conflicts: c.label_conflicts.clone(),
                         status: c.status,
                         error: c.error.clone(),
                         profiles: c
@@ -127,7 +141,8 @@ impl StateNote {
         serde_json::to_string_pretty(self).unwrap_or_default() + "\n"
     }
 
-    /// `flotilla status`: one row per (cluster, profile).
+    /// `flotilla status`: one row per (cluster, profile), and one per classifier label conflict
+    /// (profile `-`, status `label-conflict`, the sentence as detail).
     pub fn table(&self) -> String {
         let mut rows = vec![[
             "CLUSTER".to_string(),
@@ -146,6 +161,16 @@ impl StateNote {
                     "-".into(),
                     "-".into(),
                     cluster.error.clone().unwrap_or_default(),
+                ]);
+            }
+            for conflict in &cluster.label_conflicts {
+                rows.push([
+                    name.clone(),
+                    "-".into(),
+                    "label-conflict".into(),
+                    "-".into(),
+                    "-".into(),
+                    conflict.to_string(),
                 ]);
             }
             for (profile, state) in &cluster.profiles {
@@ -191,5 +216,93 @@ impl StateNote {
             out.push('\n');
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::ClusterReport;
+
+    fn pass(conflicts: Vec<LabelConflict>) -> PassReport {
+        PassReport {
+            commit: "0123456789abcdef".into(),
+            subject: "s".into(),
+            validation_errors: vec![],
+            desired_commit: None,
+            clusters: vec![ClusterReport {
+                name: "one".into(),
+                labels: [("env", "prod"), ("gpu", "a100")]
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                label_sources: [
+                    ("env".to_string(), LabelOwner::Inventory),
+                    ("gpu".to_string(), LabelOwner::Classifier("a-gpu".into())),
+                ]
+                .into(),
+                label_conflicts: conflicts,
+                status: ClusterStatus::Synced,
+                error: None,
+                profiles: vec![],
+            }],
+            drift: vec![],
+        }
+    }
+
+    fn gpu_conflict() -> LabelConflict {
+        LabelConflict {
+            classifier: "b-gpu".into(),
+            key: "gpu".into(),
+            value: "h100".into(),
+            owner: LabelOwner::Classifier("a-gpu".into()),
+        }
+    }
+
+    #[test]
+    fn label_sources_and_conflicts_in_json() {
+        let state = state_note(&pass(vec![gpu_conflict()]));
+        let json: serde_json::Value = match serde_json::from_str(&state.to_text()) {
+            Ok(v) => v,
+            Err(e) => panic!("{e}"),
+        };
+        let one = &json["clusters"]["one"];
+        assert_eq!(
+            one["labelSources"],
+            serde_json::json!({"env": "inventory", "gpu": "classifier:a-gpu"})
+        );
+        assert_eq!(
+            one["labelConflicts"],
+            serde_json::json!([{"classifier": "b-gpu", "key": "gpu", "value": "h100", "owner": "classifier:a-gpu"}])
+        );
+        assert_eq!(StateNote::parse(&state.to_text()).ok(), Some(state.clone()));
+        // A different conflict is a different state (the daemon rewrites the note).
+        assert_ne!(state, state_note(&pass(vec![])));
+        assert_eq!(state, state_note(&pass(vec![gpu_conflict()])));
+    }
+
+    #[test]
+    fn notes_without_label_ownership_still_parse() {
+        let text = r#"{"version": 1, "commit": "c", "valid": true, "clusters": {"one": {"labels": {"env": "prod"}, "status": "synced", "profiles": {}}}}"#;
+        let state = StateNote::parse(text).ok();
+        let one = state.as_ref().map(|s| &s.clusters["one"]);
+        assert!(one.is_some_and(|c| c.label_sources.is_empty() && c.label_conflicts.is_empty()));
+    }
+
+    #[test]
+    fn status_table_lists_label_conflicts() {
+        let table = state_note(&pass(vec![gpu_conflict()])).table();
+        let row = table
+            .lines()
+            .find(|l| l.contains("label-conflict"))
+            .unwrap_or_default();
+        let cells: Vec<&str> = row.split_whitespace().take(3).collect();
+        assert_eq!(cells, ["one", "-", "label-conflict"], "{table}");
+        assert!(
+            row.ends_with("classifier b-gpu wants gpu=h100, but classifier a-gpu owns gpu"),
+            "{table}"
+        );
+        let quiet = state_note(&pass(vec![])).table();
+        assert!(!quiet.contains("label-conflict"), "{quiet}");
     }
 }

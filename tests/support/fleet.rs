@@ -160,9 +160,16 @@ pub fn configmap_yaml(namespace: &str, name: &str, data: &[(&str, &str)]) -> Str
     text
 }
 
-/// Path of the flotilla binary built for the tests.
+/// Path of the flotilla binary built for the tests, or `$FLOTILLA_TEST_BIN` when set: worktrees
+/// that share one `CARGO_TARGET_DIR` replace each other's `target/debug/flotilla`, so a test run
+/// there points this at a private copy of its own build.
 pub fn flotilla_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_flotilla"))
+    std::env::var_os("FLOTILLA_TEST_BIN")
+        .filter(|p| !p.is_empty())
+        .map_or_else(
+            || PathBuf::from(env!("CARGO_BIN_EXE_flotilla")),
+            PathBuf::from,
+        )
 }
 
 /// Output of a command, as text.
