@@ -164,3 +164,27 @@ sync
 echo
 echo "== helm list -n team-a on staging-eu-1 (revision 2)"
 KUBECONFIG=$dir/fleet/staging-eu-1.kubeconfig helm list -n team-a
+
+echo
+echo "== flotilla run (the daemon) and a hand edit on prod-eu-1: guardrails uses ContinuousWithDriftDetection"
+FLOTILLA_LOG=info "$flotilla" run --repo "file://$dir/config.git" --kubeconfig-dir "$dir/fleet" \
+  --management-cluster mgmt --cache-dir "$dir/cache" --interval 60s \
+  --helm-bin "$testbin/helm" --chart-cache-dir "$dir/chart-cache" 2>"$dir/daemon.log" &
+servers+=($!)
+for _ in $(seq 1 300); do grep -q 'drift watches' "$dir/daemon.log" && break; sleep 0.1; done
+sleep 1
+prod=$dir/fleet/prod-eu-1.kubeconfig
+echo "\$ kubectl -n platform patch resourcequota platform-quota -p '{\"spec\":{\"hard\":{\"pods\":\"5\"}}}'"
+"$kubectl" --kubeconfig "$prod" -n platform patch resourcequota platform-quota --type merge \
+  -p '{"spec":{"hard":{"pods":"5"}}}' --field-manager kubectl-edit >/dev/null
+echo "\$ kubectl -n platform scale deployment echo --replicas 3   (excluded: /spec/replicas)"
+"$kubectl" --kubeconfig "$prod" -n platform scale deployment echo --replicas 3 >/dev/null
+for _ in $(seq 1 100); do
+  git --git-dir "$dir/config.git" notes --ref flotilla show HEAD 2>/dev/null | grep -q '^## drift' && break
+  sleep 0.1
+done
+echo "pods quota now: $("$kubectl" --kubeconfig "$prod" -n platform get resourcequota platform-quota -o jsonpath='{.spec.hard.pods}')" \
+  "(repaired), echo replicas: $("$kubectl" --kubeconfig "$prod" -n platform get deployment echo -o jsonpath='{.spec.replicas}') (left alone)"
+echo
+echo "== the drift section of the note on the applied commit"
+git --git-dir "$dir/config.git" notes --ref flotilla show HEAD | sed -n '/^## drift/,$p' | sed -E 's/^/    /' | cut -c1-140

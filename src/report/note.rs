@@ -66,7 +66,12 @@ fn drift_section(out: &mut String, drift: &[super::DriftRepair]) {
     if drift.is_empty() {
         return;
     }
-    let _ = writeln!(out, "\n## drift ({} repairs)", drift.len());
+    let _ = writeln!(
+        out,
+        "\n## drift ({} repair{})",
+        drift.len(),
+        if drift.len() == 1 { "" } else { "s" }
+    );
     for d in drift {
         let what = match d.kind {
             DriftKind::Deleted => "deleted".to_string(),
