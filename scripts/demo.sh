@@ -187,4 +187,4 @@ echo "pods quota now: $("$kubectl" --kubeconfig "$prod" -n platform get resource
   "(repaired), echo replicas: $("$kubectl" --kubeconfig "$prod" -n platform get deployment echo -o jsonpath='{.spec.replicas}') (left alone)"
 echo
 echo "== the drift section of the note on the applied commit"
-git --git-dir "$dir/config.git" notes --ref flotilla show HEAD | sed -n '/^## drift/,$p' | sed -E 's/^/    /' | cut -c1-140
+git --git-dir "$dir/config.git" notes --ref flotilla show HEAD | sed -n '/^## drift/,$p' | sed -E 's/^/    /' | cut -c1-200
