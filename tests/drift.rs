@@ -299,4 +299,50 @@ async fn drift_of_owned_fields_and_deletions_is_repaired_and_excluded_paths_are_
         "writes while nothing changed:\n{}",
         daemon.log()
     );
+
+    // 5. The apiserver restarts: the watches come back by themselves (backoff, relist) and
+    // repair the next edit.
+    fleet.stop_cluster("one");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    fleet.start_cluster("one");
+    let client = fleet.client("one").await;
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), "apps");
+    let restarted = Instant::now();
+    let repaired = wait_until(
+        Duration::from_secs(90),
+        Duration::from_millis(200),
+        || async {
+            // Edit until an edit is repaired: edits made before the watch is back are found by
+            // its relist, later ones by the watch.
+            if configmap(&client, "apps", "settings")
+                .await
+                .is_some_and(|d| d.get("k").map(String::as_str) == Some("v"))
+            {
+                let _ = configmaps
+                    .patch(
+                        "settings",
+                        &as_manager("kubectl-edit"),
+                        &Patch::Merge(json!({"data": {"k": "after-restart"}})),
+                    )
+                    .await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            configmap(&client, "apps", "settings")
+                .await
+                .is_some_and(|d| d.get("k").map(String::as_str) == Some("v"))
+                && repo
+                    .note("refs/notes/flotilla", &commit)
+                    .is_some_and(|n| n.contains("after-restart"))
+        },
+    )
+    .await;
+    assert!(
+        repaired.is_some(),
+        "no repair after the apiserver restarted:\n{}",
+        daemon.log()
+    );
+    eprintln!(
+        "after the apiserver restart, an edit was repaired {:?} after it was ready",
+        restarted.elapsed()
+    );
 }
