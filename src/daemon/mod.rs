@@ -3,6 +3,7 @@
 //! place that wires adapters (git, cluster) to the pure modules.
 
 mod pass;
+mod refs;
 mod releases;
 
 use std::collections::{BTreeMap, HashMap};
@@ -261,6 +262,8 @@ pub struct Daemon {
     kustomize: Option<(String, Arc<Workspace>)>,
     /// The helm binary and the chart cache, kept across commits.
     charts: Arc<Charts>,
+    /// Watchers of the objects templateResourceRefs read (only under `run`).
+    refs: Option<refs::RefWatchers>,
 }
 
 impl Daemon {
@@ -301,6 +304,7 @@ impl Daemon {
             kustomize_tool,
             kustomize: None,
             charts,
+            refs: None,
         })
     }
 
@@ -387,6 +391,7 @@ impl Daemon {
         };
         workspace.retry_failed();
         self.charts.retry_failed();
+        let reads = crate::cluster::objects::ReadCache::new();
         let report = run_pass(
             &self.fleet,
             commit,
@@ -395,8 +400,12 @@ impl Daemon {
             &skipped,
             &workspace,
             &self.charts,
+            &reads,
         )
         .await;
+        if let Some(watchers) = &mut self.refs {
+            watchers.update(reads.observed(), &self.fleet);
+        }
         for cluster in &report.clusters {
             if cluster.status == ClusterStatus::Unreachable && !skipped.contains_key(&cluster.name)
             {
@@ -499,6 +508,8 @@ impl Daemon {
             None
         });
         let interval = self.options().interval;
+        // A changed templateResourceRef object wakes the loop below (see refs.rs).
+        self.refs.get_or_insert_with(refs::RefWatchers::default);
         loop {
             if *shutdown.borrow() {
                 break;

@@ -173,11 +173,10 @@ pub fn render_profile(
             // An undefined field of an object a templateResourceRef read: the object is there but
             // not filled in yet (a claim without status), so the pair waits for it.
             let variable = variable.as_str();
-            let reference = profile
-                .spec
-                .template_resource_refs
-                .iter()
-                .find(|r| r.value.identifier.value == variable && variables.contains_key(variable));
+            let reference =
+                profile.spec.template_resource_refs.iter().find(|r| {
+                    r.value.identifier.value == variable && variables.contains_key(variable)
+                });
             let Some(r) = reference else {
                 return Err(error);
             };
@@ -264,8 +263,9 @@ fn render_contents(
     }
     for h in &profile.spec.helm_charts {
         let at = profile.pos.at(&h.referenced);
-        out.releases
-            .push(render_release(repo, profile, &h.value, &at, context, sandbox)?);
+        out.releases.push(render_release(
+            repo, profile, &h.value, &at, context, sandbox,
+        )?);
     }
     Ok(())
 }
@@ -788,14 +788,30 @@ data:
         // (template value, the object read, Ok(pending?) or Err(message part))
         let cases: [(&str, &Value, Result<bool, &str>); 8] = [
             ("'{{ StorageBucket.status.url }}'", &bucket, Ok(true)),
-            ("'{{ StorageBucket.status.url | upper }}'", &bucket, Ok(true)),
-            ("'{{ StorageBucket[\"status\"][\"url\"] }}'", &bucket, Ok(true)),
+            (
+                "'{{ StorageBucket.status.url | upper }}'",
+                &bucket,
+                Ok(true),
+            ),
+            (
+                "'{{ StorageBucket[\"status\"][\"url\"] }}'",
+                &bucket,
+                Ok(true),
+            ),
             ("'{{ StorageBucket.status.url }}'", &ready, Ok(false)),
-            ("'{{ cluster.spec.nope }}'", &bucket, Err("cluster.spec.nope")),
+            (
+                "'{{ cluster.spec.nope }}'",
+                &bucket,
+                Err("cluster.spec.nope"),
+            ),
             ("'{{ nope }}'", &ready, Err("nope")),
             // An optional ref that is absent must be guarded by the template: no waiting.
             ("'{{ Maybe.data.x }}'", &ready, Err("Maybe")),
-            ("'{% if Maybe is defined %}{{ Maybe.data.x }}{% endif %}'", &ready, Ok(false)),
+            (
+                "'{% if Maybe is defined %}{{ Maybe.data.x }}{% endif %}'",
+                &ready,
+                Ok(false),
+            ),
         ];
         for (value, object, want) in cases {
             let manifest = format!(
@@ -811,8 +827,10 @@ data:
                     assert!(r.objects.is_empty(), "{value}: {r:?}");
                     assert_eq!(r.pending.len(), 1, "{value}: {r:?}");
                     assert!(
-                        r.pending[0].starts_with("templateResourceRef StorageBucket: StorageBucket")
-                            && r.pending[0].contains("is not set yet in example.com/v1 Bucket ns/b-c1"),
+                        r.pending[0]
+                            .starts_with("templateResourceRef StorageBucket: StorageBucket")
+                            && r.pending[0]
+                                .contains("is not set yet in example.com/v1 Bucket ns/b-c1"),
                         "{value}: {:?}",
                         r.pending
                     );

@@ -559,12 +559,32 @@ mod tests {
             "Bucket": {"metadata": {"name": "b"}, "status": {}},
         });
         let cases: [(&str, Option<&str>, Option<&str>); 11] = [
-            ("{{ Bucket.status.url }}", Some("Bucket.status.url"), Some("Bucket")),
+            (
+                "{{ Bucket.status.url }}",
+                Some("Bucket.status.url"),
+                Some("Bucket"),
+            ),
             ("{{ Bucket.spec.url }}", Some("Bucket.spec"), Some("Bucket")),
-            ("{{ Bucket.spec.url | upper }}", Some("Bucket.spec"), Some("Bucket")),
-            ("{{ Bucket.spec.url | to_yaml }}", Some("Bucket.spec"), Some("Bucket")),
-            ("{% for u in Bucket.spec.urls %}{{ u }}{% endfor %}", Some("Bucket.spec"), Some("Bucket")),
-            ("{{ Bucket['spec']['url'] }}", Some("Bucket['spec']"), Some("Bucket")),
+            (
+                "{{ Bucket.spec.url | upper }}",
+                Some("Bucket.spec"),
+                Some("Bucket"),
+            ),
+            (
+                "{{ Bucket.spec.url | to_yaml }}",
+                Some("Bucket.spec"),
+                Some("Bucket"),
+            ),
+            (
+                "{% for u in Bucket.spec.urls %}{{ u }}{% endfor %}",
+                Some("Bucket.spec"),
+                Some("Bucket"),
+            ),
+            (
+                "{{ Bucket['spec']['url'] }}",
+                Some("Bucket['spec']"),
+                Some("Bucket"),
+            ),
             ("{{ Other.status }}", Some("Other"), Some("Other")),
             ("{{ cluster.spec }}", Some("cluster.spec"), Some("cluster")),
             ("{{ [nope] | to_json }}", Some("[nope]"), None),
