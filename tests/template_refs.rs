@@ -281,12 +281,15 @@ async fn a_consumer_waits_for_the_claims_status_and_is_rerendered_by_the_watch()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn optional_target_and_missing_refs_render_read_or_wait_and_the_fleet_proceeds() {
-    let fleet = ControlPlanes::builder().names(&["mgmt", "one"]).start();
+    let fleet = ControlPlanes::builder()
+        .names(&["mgmt", "one", "two"])
+        .start();
     let mgmt = fleet.client("mgmt").await;
     let one = fleet.client("one").await;
     // The same name in both clusters, different data: `cluster: target` must read `one`'s.
     create_configmap(&mgmt, "source", &[("k", "from-mgmt")]).await;
     create_configmap(&one, "source", &[("k", "from-target")]).await;
+    let two = fleet.client("two").await;
 
     let manifest = |name: &str, value: &str| {
         format!(
@@ -296,7 +299,11 @@ async fn optional_target_and_missing_refs_render_read_or_wait_and_the_fleet_proc
     let repo = ConfigRepo::new();
     repo.write(
         "clusters/fleet.yaml",
-        &clusters_yaml(&[("mgmt", "role: management"), ("one", "env: prod")]),
+        &clusters_yaml(&[
+            ("mgmt", "role: management"),
+            ("one", "env: prod"),
+            ("two", "env: prod"),
+        ]),
     )
     .write(
         "m/optional.yaml",
@@ -323,7 +330,7 @@ async fn optional_target_and_missing_refs_render_read_or_wait_and_the_fleet_proc
             ),
             profile_yaml(
                 "management",
-                "  clusterRefs: [one]\n  templateResourceRefs:\n  - resource: {apiVersion: v1, kind: ConfigMap, name: source, namespace: default}\n    identifier: Src\n  policyRefs:\n  - {path: m/mgmt.yaml, template: true}\n",
+                "  clusterRefs: [one, two]\n  templateResourceRefs:\n  - resource: {apiVersion: v1, kind: ConfigMap, name: source, namespace: default}\n    identifier: Src\n  policyRefs:\n  - {path: m/mgmt.yaml, template: true}\n",
             ),
             profile_yaml(
                 "never",
@@ -341,8 +348,31 @@ async fn optional_target_and_missing_refs_render_read_or_wait_and_the_fleet_proc
         .concat(),
     );
     let commit = repo.commit("refs of every kind");
+    let source_reads = |fleet: &ControlPlanes| {
+        fleet
+            .requests("mgmt")
+            .iter()
+            .filter(|e| {
+                e.verb == "get"
+                    && e.resource.as_deref() == Some("configmaps")
+                    && e.name.as_deref() == Some("source")
+            })
+            .count()
+    };
+    let reads_before = source_reads(&fleet);
     let run = sync_once(&repo, &fleet, &["--management-cluster", "mgmt"]);
     eprintln!("sync --once exit {}:\n{}", run.code, run.stdout);
+    // Two clusters read the same management object: one GET in the pass.
+    let reads = source_reads(&fleet) - reads_before;
+    eprintln!("GETs of the management object read by 2 clusters in one pass: {reads}");
+    assert_eq!(reads, 1, "the pass did not share the read");
+    assert_eq!(
+        configmap(&two, "default", "mgmt-out")
+            .await
+            .and_then(|d| d.get("v").cloned())
+            .as_deref(),
+        Some("from-mgmt")
+    );
     let state = repo.state(&commit);
     let profiles = &state["clusters"]["one"]["profiles"];
     let value = |name: &'static str| {
@@ -427,4 +457,26 @@ async fn optional_target_and_missing_refs_render_read_or_wait_and_the_fleet_proc
         !stdout.contains("never-out") && !stdout.contains("unserved-out"),
         "{stdout}"
     );
+
+    // A read that fails for another reason than "not found" (here: the management cluster is
+    // down) fails the pairs that read there, naming the ref and the object; the rest proceeds.
+    fleet.stop_cluster("mgmt");
+    let run = sync_once(&repo, &fleet, &["--management-cluster", "mgmt"]);
+    let state = repo.state(&commit);
+    let profiles = &state["clusters"]["one"]["profiles"];
+    assert_eq!(profiles["management"]["status"], "failed", "{state}");
+    let errors = profiles["management"]["errors"].to_string();
+    assert!(
+        errors.contains("templateResourceRef Src")
+            && errors.contains("default/source in cluster mgmt"),
+        "{errors}"
+    );
+    assert!(
+        !errors.contains("from-mgmt"),
+        "object content in an error: {errors}"
+    );
+    for fine in ["target", "plain"] {
+        assert_eq!(profiles[fine]["status"], "inSync", "{fine}: {state}");
+    }
+    eprintln!("management cluster down: {errors}\nexit {}", run.code);
 }

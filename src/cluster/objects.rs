@@ -215,7 +215,7 @@ pub async fn variables(
                     return Err(RenderError {
                         origin: at,
                         message: format!(
-                            "templateResourceRef {id}: {} {} is read from the management cluster, but there is none: set --management-cluster NAME or run in a cluster",
+                            "templateResourceRef {id}: {} {} is read from the management cluster, which is not configured (--management-cluster NAME, or run in a cluster) or not reachable",
                             resource.api_version, resource.kind
                         ),
                     });
