@@ -468,7 +468,10 @@ fn render(
                 profile,
                 &variables,
                 target,
-                management.as_ref(),
+                match management {
+                    Some(m) => cluster::objects::Management::Read(m),
+                    None => cluster::objects::Management::NotAsked,
+                },
                 &reads,
                 &sandbox,
             )),

@@ -185,6 +185,19 @@ pub async fn get(target: &Target, key: &ObjectKey) -> Result<Option<Value>, Obje
     Ok(Some(value))
 }
 
+/// Where `cluster: management` refs are read.
+#[derive(Clone, Copy)]
+pub enum Management<'a> {
+    /// From this cluster.
+    Read(&'a Arc<Target>),
+    /// There should be one but is not (not configured or not reachable): such a ref fails the
+    /// pair, so the note says what is missing.
+    Unavailable,
+    /// Not asked for (a `render` preview without `--management-cluster`): such refs are left
+    /// out, so the profile shows as pending.
+    NotAsked,
+}
+
 /// The template variables of `profile` on one cluster: `base` (`cluster`) plus one variable per
 /// templateResourceRef whose object exists. A missing object is left out (render makes the
 /// pair pending, or renders without it when `optional`); a failed read is the pair's error,
@@ -193,7 +206,7 @@ pub async fn variables(
     profile: &Profile,
     base: &serde_json::Map<String, Value>,
     target: &Arc<Target>,
-    management: Option<&Arc<Target>>,
+    management: Management<'_>,
     cache: &ReadCache,
     sandbox: &Sandbox,
 ) -> Result<serde_json::Map<String, Value>, RenderError> {
@@ -210,8 +223,9 @@ pub async fn variables(
         let source = match r.value.cluster {
             ResourceCluster::Target => target,
             ResourceCluster::Management => match management {
-                Some(m) => m,
-                None => {
+                Management::Read(m) => m,
+                Management::NotAsked => continue,
+                Management::Unavailable => {
                     return Err(RenderError {
                         origin: at,
                         message: format!(

@@ -309,7 +309,10 @@ async fn sync_cluster(
             p,
             &variables,
             &reached.target,
-            management.as_ref(),
+            match &management {
+                Some(m) => objects::Management::Read(m),
+                None => objects::Management::Unavailable,
+            },
             reads,
             sandbox,
         )
