@@ -127,7 +127,12 @@ const CLAIM: &str = "---\napiVersion: refs.flotilla.example/v1\nkind: Bucket\nme
 
 const CONSUMER_CM: &str = "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: bucket-url\n  namespace: default\ndata:\n  url: \"{{ StorageBucket.status.url }}\"\n";
 
-fn profiles() -> String {
+fn profiles(ticker: bool) -> String {
+    let ticker = if ticker {
+        "  - resource: {apiVersion: v1, kind: ConfigMap, name: ticker, namespace: default}\n    identifier: Ticker\n    optional: true\n"
+    } else {
+        ""
+    };
     [
         profile_yaml(
             "claim",
@@ -135,7 +140,7 @@ fn profiles() -> String {
         ),
         profile_yaml(
             "consumer",
-            "  clusterRefs: [one]\n  templateResourceRefs:\n  - resource: {apiVersion: refs.flotilla.example/v1, kind: Bucket, name: \"bucket-{{ cluster.metadata.name }}\", namespace: default}\n    identifier: StorageBucket\n  - resource: {apiVersion: v1, kind: ConfigMap, name: ticker, namespace: default}\n    identifier: Ticker\n    optional: true\n  policyRefs:\n  - {path: consumer/cm.yaml, template: true}\n",
+            &format!("  clusterRefs: [one]\n  templateResourceRefs:\n  - resource: {{apiVersion: refs.flotilla.example/v1, kind: Bucket, name: \"bucket-{{{{ cluster.metadata.name }}}}\", namespace: default}}\n    identifier: StorageBucket\n{ticker}  policyRefs:\n  - {{path: consumer/cm.yaml, template: true}}\n"),
         ),
     ]
     .concat()
@@ -157,12 +162,14 @@ async fn a_consumer_waits_for_the_claims_status_and_is_rerendered_by_the_watch()
     )
     .write("claims/bucket.yaml", CLAIM)
     .write("consumer/cm.yaml", CONSUMER_CM)
-    .write("profiles/p.yaml", &profiles());
+    .write("profiles/p.yaml", &profiles(true));
     let commit = repo.commit("claim and consumer");
 
+    // The bare repository as a local directory: the daemon watches its refs, so a new commit is
+    // seen at once (the poll interval is 60 s).
     let daemon = Daemon::spawn(&[
         "--repo".as_ref(),
-        repo.url().as_ref(),
+        repo.bare().as_os_str(),
         "--kubeconfig-dir".as_ref(),
         fleet.dir().as_os_str(),
         "--cache-dir".as_ref(),
@@ -275,6 +282,31 @@ async fn a_consumer_waits_for_the_claims_status_and_is_rerendered_by_the_watch()
     assert!(
         state["status"] == "applied" || state["status"] == "inSync",
         "{state}"
+    );
+
+    // A ref no longer read loses its watcher: once a commit drops the Ticker ref, changing the
+    // ticker causes no pass.
+    repo.write("profiles/p.yaml", &profiles(false));
+    let second = repo.commit("consumer without the ticker");
+    let synced = wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
+        let note = repo.note("refs/notes/flotilla-state", &second);
+        async move { note.is_some() }
+    })
+    .await;
+    assert!(
+        synced.is_some(),
+        "second commit not synced:\n{}",
+        daemon.log()
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let reads_before = bucket_reads(&fleet, "mgmt", "bucket-one");
+    patch_configmap(&mgmt, "ticker", "n", "after").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        bucket_reads(&fleet, "mgmt", "bucket-one"),
+        reads_before,
+        "a change of an object no longer read caused a pass:\n{}",
+        daemon.log()
     );
     drop(daemon);
 }
