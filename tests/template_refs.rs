@@ -251,6 +251,7 @@ async fn a_consumer_waits_for_the_claims_status_and_is_rerendered_by_the_watch()
     // Stage two: the status is filled in; the watch re-renders the consumer.
     for url in ["s3://bucket-one/v1", "s3://bucket-one/v2"] {
         let started = Instant::now();
+        let started_micros = support::now_micros();
         buckets
             .patch_status(
                 "bucket-one",
@@ -273,9 +274,25 @@ async fn a_consumer_waits_for_the_claims_status_and_is_rerendered_by_the_watch()
             "the consumer was not re-rendered with {url} within 30 s (interval is 60 s):\n{}",
             daemon.log()
         );
+        // The apiserver's own clock: the first write of the ConfigMap after the status patch.
+        let write = fleet
+            .write_requests("one")
+            .iter()
+            .filter(|e| {
+                e.resource.as_deref() == Some("configmaps")
+                    && e.name.as_deref() == Some("bucket-url")
+                    && !e.is_dry_run()
+                    && e.received_micros() >= started_micros
+            })
+            .map(|e| e.received_micros())
+            .min();
         eprintln!(
-            "status.url = {url}: ConfigMap in the managed cluster after {:?} (status patch → ConfigMap read back)",
-            started.elapsed()
+            "status.url = {url}: ConfigMap in the managed cluster after {:?} (status patch → ConfigMap read back, 50 ms polls); apply request received {} ms after the patch (audit log)",
+            started.elapsed(),
+            write.map_or("?".to_string(), |w| format!(
+                "{:.1}",
+                (w - started_micros) as f64 / 1000.0
+            ))
         );
     }
     let state = consumer_state(&repo).expect("state note");
