@@ -142,6 +142,11 @@ fn profiles(ticker: bool) -> String {
             "consumer",
             &format!("  clusterRefs: [one]\n  templateResourceRefs:\n  - resource: {{apiVersion: refs.flotilla.example/v1, kind: Bucket, name: \"bucket-{{{{ cluster.metadata.name }}}}\", namespace: default}}\n    identifier: StorageBucket\n{ticker}  policyRefs:\n  - {{path: consumer/cm.yaml, template: true}}\n"),
         ),
+        // Reads an object of the managed cluster itself, which appears later.
+        profile_yaml(
+            "target-copy",
+            "  clusterRefs: [one]\n  templateResourceRefs:\n  - resource: {apiVersion: v1, kind: ConfigMap, name: local-source, namespace: default}\n    identifier: Local\n    cluster: target\n  policyRefs:\n  - {path: consumer/copy.yaml, template: true}\n",
+        ),
     ]
     .concat()
 }
@@ -162,6 +167,10 @@ async fn a_consumer_waits_for_the_claims_status_and_is_rerendered_by_the_watch()
     )
     .write("claims/bucket.yaml", CLAIM)
     .write("consumer/cm.yaml", CONSUMER_CM)
+    .write(
+        "consumer/copy.yaml",
+        "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: copied\n  namespace: default\ndata:\n  k: \"{{ Local.data.k }}\"\n",
+    )
     .write("profiles/p.yaml", &profiles(true));
     let commit = repo.commit("claim and consumer");
 
@@ -299,6 +308,33 @@ async fn a_consumer_waits_for_the_claims_status_and_is_rerendered_by_the_watch()
     assert!(
         state["status"] == "applied" || state["status"] == "inSync",
         "{state}"
+    );
+
+    // `cluster: target`: the object appears in the managed cluster; the watch there re-renders.
+    let state = repo.state(&commit);
+    assert_eq!(
+        state["clusters"]["one"]["profiles"]["target-copy"]["status"], "pending",
+        "{state}"
+    );
+    let started = Instant::now();
+    create_configmap(&one, "local-source", &[("k", "from-one")]).await;
+    let copied = wait_until(Duration::from_secs(30), Duration::from_millis(50), || {
+        let one = one.clone();
+        async move {
+            configmap(&one, "default", "copied")
+                .await
+                .is_some_and(|d| d.get("k").map(String::as_str) == Some("from-one"))
+        }
+    })
+    .await;
+    assert!(
+        copied.is_some(),
+        "the target-cluster ref was not re-rendered within 30 s:\n{}",
+        daemon.log()
+    );
+    eprintln!(
+        "cluster: target object created: rendered into the cluster after {:?}",
+        started.elapsed()
     );
 
     // A ref no longer read loses its watcher: once a commit drops the Ticker ref, changing the

@@ -101,7 +101,7 @@ async fn watch(
             Err(e) => debug!(object = %key, error = %e, "discovery failed; asking again later"),
         }
         tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(30));
+        delay = (delay * 2).min(Duration::from_secs(10));
     };
     let api = objects::api(&target, &served, &key);
     let config = watcher::Config::default().fields(&format!("metadata.name={}", key.name));
