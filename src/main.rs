@@ -365,6 +365,42 @@ fn validate(root: &Path) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The clusters `render` reads templateResourceRefs from: the one rendered for, and the
+/// management cluster (`--management-cluster`, else the cluster flotilla runs in, if any).
+async fn ref_targets(
+    repo: &ConfigRepo,
+    cluster: &config::Cluster,
+    dir: &Path,
+    management: Option<&str>,
+) -> anyhow::Result<(Arc<cluster::Target>, Option<Arc<cluster::Target>>)> {
+    let client = cluster::client(cluster, dir).await?;
+    let target = Arc::new(cluster::Target::new(cluster.name.clone(), client));
+    let management = match management {
+        Some(name) if name == cluster.name => Some(Arc::clone(&target)),
+        Some(name) => {
+            let Some(m) = repo.clusters.get(name) else {
+                bail!("--management-cluster {name:?} is not in clusters/");
+            };
+            let client = cluster::client(m, dir).await?;
+            Some(Arc::new(cluster::Target::new(m.name.clone(), client)))
+        }
+        None if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() => {
+            let in_cluster = config::Cluster {
+                name: "in-cluster".into(),
+                kubeconfig: config::KubeconfigRef {
+                    in_cluster: true,
+                    ..config::KubeconfigRef::default()
+                },
+                ..cluster.clone()
+            };
+            let client = cluster::client(&in_cluster, dir).await?;
+            Some(Arc::new(cluster::Target::new("in-cluster", client)))
+        }
+        None => None,
+    };
+    Ok((target, management))
+}
+
 fn render(
     root: &Path,
     cluster_name: &str,
@@ -401,51 +437,28 @@ fn render(
         Err(e) if kustomize_bin.is_some() => return Err(e.into()),
         Err(_) => None,
     };
-    // With cluster access, templateResourceRefs are read live (else they stay pending).
-    let mut live: Option<(Arc<cluster::Target>, Option<Arc<cluster::Target>>)> = None;
     let facts = match kubeconfig_dir {
         Some(dir) => {
             let queries = classify::resource_queries(repo.classifiers.values());
-            runtime
-                .block_on(async {
-                    let client = cluster::client(cluster, dir).await?;
-                    let version = cluster::version(&cluster.name, &client).await?;
-                    let target = Arc::new(cluster::Target::new(cluster.name.clone(), client));
-                    let resources = cluster::resources::answer(&target, &queries).await;
-                    let management = match management_cluster {
-                        Some(name) if name == cluster.name => Some(Arc::clone(&target)),
-                        Some(name) => {
-                            let Some(m) = repo.clusters.get(name) else {
-                                return Ok(Err(format!(
-                                    "--management-cluster {name:?} is not in clusters/"
-                                )));
-                            };
-                            let client = cluster::client(m, dir).await?;
-                            Some(Arc::new(cluster::Target::new(m.name.clone(), client)))
-                        }
-                        None if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() => {
-                            let in_cluster = config::Cluster {
-                                kubeconfig: config::KubeconfigRef {
-                                    in_cluster: true,
-                                    ..config::KubeconfigRef::default()
-                                },
-                                name: "in-cluster".into(),
-                                ..cluster.clone()
-                            };
-                            let client = cluster::client(&in_cluster, dir).await?;
-                            Some(Arc::new(cluster::Target::new("in-cluster", client)))
-                        }
-                        None => None,
-                    };
-                    live = Some((target, management));
-                    Ok::<_, cluster::ClusterError>(Ok(ClusterFacts {
-                        version: Some(version),
-                        resources,
-                    }))
-                })?
-                .map_err(anyhow::Error::msg)?
+            runtime.block_on(async {
+                let client = cluster::client(cluster, dir).await?;
+                let version = cluster::version(&cluster.name, &client).await?;
+                let target = cluster::Target::new(cluster.name.clone(), client);
+                let resources = cluster::resources::answer(&target, &queries).await;
+                Ok::<_, cluster::ClusterError>(ClusterFacts {
+                    version: Some(version),
+                    resources,
+                })
+            })?
         }
         None => ClusterFacts::default(),
+    };
+    // With cluster access, templateResourceRefs are read live (else they stay pending).
+    let live = match kubeconfig_dir {
+        Some(dir) => {
+            Some(runtime.block_on(ref_targets(&repo, cluster, dir, management_cluster))?)
+        }
+        None => None,
     };
     let reads = cluster::objects::ReadCache::new();
     let classification = classify::classify(cluster, repo.classifiers.values(), &facts);
