@@ -12,7 +12,7 @@ use futures::StreamExt as _;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::{WatchStreamExt as _, watcher as watch_stream};
 use tokio::task::JoinHandle;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::Fleet;
 use crate::cluster::Target;
@@ -108,7 +108,13 @@ async fn watch(
     let mut stream = watch_stream(api, config).default_backoff().boxed();
     // While a (re)list is in progress: what it found so far.
     let mut listing: Option<State> = None;
+    // A failing watch (e.g. no list/watch permission) is logged once per failure streak.
+    let mut failing = false;
     while let Some(event) = stream.next().await {
+        if event.is_ok() && failing {
+            info!(object = %key, "watch works again");
+            failing = false;
+        }
         let seen = match event {
             Ok(Event::Init) => {
                 listing = Some(None);
@@ -125,7 +131,12 @@ async fn watch(
             Ok(Event::Apply(object)) => Some(version_of(&object)),
             Ok(Event::Delete(_)) => None,
             Err(e) => {
-                debug!(object = %key, error = %e, "watch failed; retrying with backoff");
+                if failing {
+                    debug!(object = %key, error = %e, "watch failed; retrying with backoff");
+                } else {
+                    warn!(object = %key, error = %e, "watch failed (changes are seen at the next poll until it works); retrying with backoff");
+                    failing = true;
+                }
                 continue;
             }
         };
