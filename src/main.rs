@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -56,6 +57,10 @@ enum Command {
         /// Read the cluster's live version (and version classifiers) through its kubeconfig here.
         #[arg(long, env = "FLOTILLA_KUBECONFIG_DIR")]
         kubeconfig_dir: Option<PathBuf>,
+        /// Cluster of the inventory that templateResourceRefs with `cluster: management` are
+        /// read from (with --kubeconfig-dir; default: the cluster flotilla runs in, if any).
+        #[arg(long, env = "FLOTILLA_MANAGEMENT_CLUSTER")]
+        management_cluster: Option<String>,
         /// kustomize binary that expands kustomizationRefs (default: `kustomize` on PATH, then
         /// scripts/testbin.sh's cache; without one they are printed as comments).
         #[arg(long, env = "FLOTILLA_KUSTOMIZE_BIN")]
@@ -269,12 +274,14 @@ fn main() -> ExitCode {
             cluster,
             profile,
             kubeconfig_dir,
+            management_cluster,
             kustomize_bin,
         } => render(
             &path,
             &cluster,
             profile.as_deref(),
             kubeconfig_dir.as_deref(),
+            management_cluster.as_deref(),
             kustomize_bin.as_deref(),
         ),
         Command::Sync { sync, once: _ } => sync_once(sync.options(Duration::from_secs(30))),
@@ -372,11 +379,48 @@ fn validate(root: &Path) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The clusters `render` reads templateResourceRefs from: the one rendered for, and the
+/// management cluster (`--management-cluster`, else the cluster flotilla runs in, if any).
+async fn ref_targets(
+    repo: &ConfigRepo,
+    cluster: &config::Cluster,
+    dir: &Path,
+    management: Option<&str>,
+) -> anyhow::Result<(Arc<cluster::Target>, Option<Arc<cluster::Target>>)> {
+    let client = cluster::client(cluster, dir).await?;
+    let target = Arc::new(cluster::Target::new(cluster.name.clone(), client));
+    let management = match management {
+        Some(name) if name == cluster.name => Some(Arc::clone(&target)),
+        Some(name) => {
+            let Some(m) = repo.clusters.get(name) else {
+                bail!("--management-cluster {name:?} is not in clusters/");
+            };
+            let client = cluster::client(m, dir).await?;
+            Some(Arc::new(cluster::Target::new(m.name.clone(), client)))
+        }
+        None if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() => {
+            let in_cluster = config::Cluster {
+                name: "in-cluster".into(),
+                kubeconfig: config::KubeconfigRef {
+                    in_cluster: true,
+                    ..config::KubeconfigRef::default()
+                },
+                ..cluster.clone()
+            };
+            let client = cluster::client(&in_cluster, dir).await?;
+            Some(Arc::new(cluster::Target::new("in-cluster", client)))
+        }
+        None => None,
+    };
+    Ok((target, management))
+}
+
 fn render(
     root: &Path,
     cluster_name: &str,
     only: Option<&str>,
     kubeconfig_dir: Option<&Path>,
+    management_cluster: Option<&str>,
     kustomize_bin: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
     let repo = match load(root)? {
@@ -423,6 +467,14 @@ fn render(
         }
         None => ClusterFacts::default(),
     };
+    // With cluster access, templateResourceRefs are read live (else they stay pending).
+    let live = match kubeconfig_dir {
+        Some(dir) => {
+            Some(runtime.block_on(ref_targets(&repo, cluster, dir, management_cluster))?)
+        }
+        None => None,
+    };
+    let reads = cluster::objects::ReadCache::new();
     let classification = classify::classify(cluster, repo.classifiers.values(), &facts);
     let mut variables = serde_json::Map::new();
     variables.insert(
@@ -438,7 +490,22 @@ fn render(
         if only.is_some_and(|p| p != profile.name) {
             continue;
         }
-        let mut result = render::render_profile(&repo, profile, &variables, &sandbox);
+        let profile_variables = match &live {
+            Some((target, management)) => runtime.block_on(cluster::objects::variables(
+                profile,
+                &variables,
+                target,
+                match management {
+                    Some(m) => cluster::objects::Management::Read(m),
+                    None => cluster::objects::Management::NotAsked,
+                },
+                &reads,
+                &sandbox,
+            )),
+            None => Ok(variables.clone()),
+        };
+        let mut result =
+            profile_variables.and_then(|v| render::render_profile(&repo, profile, &v, &sandbox));
         if let (Ok(r), Some(workspace)) = (&mut result, &kustomize)
             && r.pending.is_empty()
             && let Err(e) = runtime.block_on(kustomize::expand(workspace, &repo.tree, r))

@@ -5,6 +5,7 @@
 pub mod apply;
 pub mod discovery;
 pub mod inventory;
+pub mod objects;
 pub mod releases;
 pub mod resources;
 

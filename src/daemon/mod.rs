@@ -5,6 +5,7 @@
 mod drift;
 mod labels;
 mod pass;
+mod refs;
 mod releases;
 
 use std::collections::{BTreeMap, HashMap};
@@ -281,6 +282,8 @@ pub struct Daemon {
     repairs: Vec<DriftRepair>,
     /// The last pass's report, to rewrite its note when a drift repair arrives.
     last_report: Option<PassReport>,
+    /// Watchers of the objects templateResourceRefs read (only under `run`).
+    refs: Option<refs::RefWatchers>,
 }
 
 impl Daemon {
@@ -325,6 +328,7 @@ impl Daemon {
             drift: None,
             repairs: Vec::new(),
             last_report: None,
+            refs: None,
         })
     }
 
@@ -418,6 +422,7 @@ impl Daemon {
             Some(gate) => Some(gate.write().await),
             None => None,
         };
+        let reads = crate::cluster::objects::ReadCache::new();
         let (mut report, watched) = run_pass(
             &self.fleet,
             commit,
@@ -426,6 +431,7 @@ impl Daemon {
             &skipped,
             &workspace,
             &self.charts,
+            &reads,
         )
         .await;
         if let Some((drift, _)) = &mut self.drift {
@@ -437,6 +443,9 @@ impl Daemon {
         }
         report.drift = self.repairs.clone();
         self.last_report = Some(report.clone());
+        if let Some(watchers) = &mut self.refs {
+            watchers.update(reads.observed(), &self.fleet);
+        }
         for cluster in &report.clusters {
             if cluster.status == ClusterStatus::Unreachable && !skipped.contains_key(&cluster.name)
             {
@@ -553,6 +562,8 @@ impl Daemon {
         let mut classify_timer =
             tokio::time::interval_at(tokio::time::Instant::now() + classify_every, classify_every);
         classify_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A changed templateResourceRef object wakes the loop below (see refs.rs).
+        self.refs.get_or_insert_with(refs::RefWatchers::default);
         loop {
             if *shutdown.borrow() {
                 break;

@@ -13,6 +13,7 @@ use tracing::{Instrument as _, info, info_span, warn};
 use crate::classify::{ClusterFacts, LabelConflict, LabelOwner};
 use crate::cluster::apply::{self, ApplyRequest, Outcome};
 use crate::cluster::inventory::{self, Destination, Inventory};
+use crate::cluster::objects::{self, ReadCache};
 use crate::cluster::{self, Target};
 use crate::config::{Cluster, ConfigRepo, DeploymentType, HelmChartAction, SyncMode};
 use crate::diff::object_key;
@@ -50,7 +51,8 @@ struct Reached {
 
 /// Runs one pass of `repo` (valid, at `commit`) over every cluster not in `skip`;
 /// kustomizationRefs are built in `kustomize`, the workspace of this commit; Helm charts come
-/// from `charts`.
+/// from `charts`; templateResourceRefs are read through `reads` (one GET per object per pass).
+#[allow(clippy::too_many_arguments)]
 pub async fn run_pass(
     fleet: &Fleet,
     commit: &str,
@@ -59,6 +61,7 @@ pub async fn run_pass(
     skip: &BTreeMap<String, String>,
     kustomize: &Workspace,
     charts: &Charts,
+    reads: &ReadCache,
 ) -> (PassReport, DriftSet) {
     let management = fleet.management(repo).await;
     // Chart credentials kept in the management cluster, read once this pass.
@@ -161,7 +164,7 @@ pub async fn run_pass(
             let span = info_span!("sync", cluster = %name, commit = %short(commit));
             let report = sync_cluster(
                 fleet, repo, commit, &name, r, steps, management, permits, sandbox, kustomize,
-                charts, secrets,
+                charts, secrets, reads,
             )
             .instrument(span)
             .await;
@@ -297,6 +300,7 @@ async fn sync_cluster(
     kustomize: &Workspace,
     charts: &Charts,
     secrets: &ManagementSecrets,
+    reads: &ReadCache,
 ) -> (ClusterReport, Vec<Watched>) {
     let mut profiles: Vec<ProfileReport> = Vec::new();
     let mut watched: Vec<Watched> = Vec::new();
@@ -328,7 +332,23 @@ async fn sync_cluster(
         let Some(p) = repo.profiles.get(profile) else {
             continue;
         };
-        let mut result = render::render_profile(repo, p, &variables, sandbox);
+        // templateResourceRefs: the live objects, read once per pass (adapter).
+        let mut result = match objects::variables(
+            p,
+            &variables,
+            &reached.target,
+            match &management {
+                Some(m) => objects::Management::Read(m),
+                None => objects::Management::Unavailable,
+            },
+            reads,
+            sandbox,
+        )
+        .await
+        {
+            Ok(variables) => render::render_profile(repo, p, &variables, sandbox),
+            Err(e) => Err(e),
+        };
         if let Ok(r) = &mut result
             && r.pending.is_empty()
         {

@@ -150,10 +150,7 @@ pub fn render_profile(
             let at = profile.pos.at(&r.referenced);
             let (name, namespace) = resource_ref_target(&r.value.resource, &at, &context, sandbox)?;
             let resource = &r.value.resource;
-            let place = match r.value.cluster {
-                crate::config::ResourceCluster::Management => "management cluster",
-                crate::config::ResourceCluster::Target => "this cluster",
-            };
+            let place = place(r.value.cluster);
             out.pending.push(format!(
                 "templateResourceRef {id}: {} {} {}{name} not available in the {place}",
                 resource.api_version,
@@ -165,9 +162,96 @@ pub fn render_profile(
     if !out.pending.is_empty() {
         return Ok(out);
     }
+    match render_contents(repo, profile, &context, sandbox, &mut out) {
+        Ok(()) => Ok(out),
+        Err(Stop::Error(e)) => Err(e),
+        Err(Stop::Undefined {
+            error,
+            path,
+            variable,
+        }) => {
+            // An undefined field of an object a templateResourceRef read: the object is there but
+            // not filled in yet (a claim without status), so the pair waits for it.
+            let variable = variable.as_str();
+            let reference =
+                profile.spec.template_resource_refs.iter().find(|r| {
+                    r.value.identifier.value == variable && variables.contains_key(variable)
+                });
+            let Some(r) = reference else {
+                return Err(error);
+            };
+            let at = profile.pos.at(&r.referenced);
+            let (name, namespace) = resource_ref_target(&r.value.resource, &at, &context, sandbox)?;
+            let resource = &r.value.resource;
+            let shown = if error.message.contains("details withheld") {
+                variable.to_string()
+            } else {
+                path
+            };
+            Ok(RenderedProfile {
+                profile: out.profile,
+                pending: vec![format!(
+                    "templateResourceRef {variable}: {shown} is not set yet in {} {} {}{name} ({})",
+                    resource.api_version,
+                    resource.kind,
+                    namespace.map(|ns| format!("{ns}/")).unwrap_or_default(),
+                    place(r.value.cluster),
+                )],
+                ..RenderedProfile::default()
+            })
+        }
+    }
+}
+
+/// Where a templateResourceRef is read, in words.
+fn place(cluster: crate::config::ResourceCluster) -> &'static str {
+    match cluster {
+        crate::config::ResourceCluster::Management => "management cluster",
+        crate::config::ResourceCluster::Target => "this cluster",
+    }
+}
+
+/// Why rendering a profile's contents stopped: an error, or an undefined variable or field
+/// (which [`render_profile`] turns into *pending* when a templateResourceRef's object lacks it).
+enum Stop {
+    Error(RenderError),
+    Undefined {
+        error: RenderError,
+        path: String,
+        variable: String,
+    },
+}
+
+impl From<RenderError> for Stop {
+    fn from(e: RenderError) -> Self {
+        Stop::Error(e)
+    }
+}
+
+/// A template failure as a [`Stop`]: remembers the undefined path, if that is what failed.
+fn template_stop(file: &str, first_line: usize, e: &TemplateError, secret: bool) -> Stop {
+    let error = template_error(file, first_line, e, secret);
+    match (e.undefined_path(), e.undefined_variable()) {
+        (Some(path), Some(variable)) => Stop::Undefined {
+            error,
+            path: path.to_string(),
+            variable: variable.to_string(),
+        },
+        _ => Stop::Error(error),
+    }
+}
+
+/// The policyRefs, kustomizationRefs and helmCharts of a profile, into `out`.
+fn render_contents(
+    repo: &ConfigRepo,
+    profile: &Profile,
+    context: &Value,
+    sandbox: &Sandbox,
+    out: &mut RenderedProfile,
+) -> Result<(), Stop> {
     for r in &profile.spec.policy_refs {
         let at = profile.pos.at(&r.referenced);
-        render_policy_ref(repo, profile, &r.value, &at, &context, sandbox, &mut out)?;
+        render_policy_ref(repo, profile, &r.value, &at, context, sandbox, out)?;
     }
     for k in &profile.spec.kustomization_refs {
         out.kustomizations.push(KustomizationTarget {
@@ -180,10 +264,10 @@ pub fn render_profile(
     for h in &profile.spec.helm_charts {
         let at = profile.pos.at(&h.referenced);
         out.releases.push(render_release(
-            repo, profile, &h.value, &at, &context, sandbox,
+            repo, profile, &h.value, &at, context, sandbox,
         )?);
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The name and namespace of a templateResourceRef for this cluster (both may be templates).
@@ -309,7 +393,7 @@ fn render_policy_ref(
     context: &Value,
     sandbox: &Sandbox,
     out: &mut RenderedProfile,
-) -> Result<(), RenderError> {
+) -> Result<(), Stop> {
     let pieces = pieces_of(
         repo,
         reference.kind,
@@ -332,7 +416,7 @@ fn render_policy_ref(
         let rendered = if template {
             sandbox
                 .render(&label, &text, context)
-                .map_err(|e| template_error(&file, first_line, &e, secret))?
+                .map_err(|e| template_stop(&file, first_line, &e, secret))?
         } else {
             text
         };
@@ -395,7 +479,7 @@ fn render_release(
     at: &Origin,
     context: &Value,
     sandbox: &Sandbox,
-) -> Result<RenderedRelease, RenderError> {
+) -> Result<RenderedRelease, Stop> {
     let release = format!("{}/{}", chart.release_namespace, chart.release_name);
     let at_ref = |origin: &Origin, message: String| RenderError {
         origin: origin.clone(),
@@ -407,7 +491,7 @@ fn render_release(
         let first_line = profile.pos.at(&text.referenced).line;
         let rendered = sandbox
             .render(&format!("{release} values"), &text.value, context)
-            .map_err(|e| template_error(&at.file, first_line, &e, false))?;
+            .map_err(|e| template_stop(&at.file, first_line, &e, false))?;
         let parsed = check_values(&rendered).map_err(|(line, message)| RenderError {
             origin: Origin {
                 file: at.file.clone(),
@@ -444,7 +528,7 @@ fn render_release(
             let text = if template {
                 sandbox
                     .render(&label, &text, context)
-                    .map_err(|e| template_error(&file, first_line, &e, secret))?
+                    .map_err(|e| template_stop(&file, first_line, &e, secret))?
             } else {
                 text
             };
@@ -692,6 +776,71 @@ data:
                     "{:?}",
                     rendered.pending
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn an_undefined_field_of_a_resource_ref_object_is_pending_other_undefined_values_fail() {
+        let spec = "  clusterRefs: [c1]\n  templateResourceRefs:\n  - resource: {apiVersion: example.com/v1, kind: Bucket, name: 'b-{{ cluster.metadata.name }}', namespace: ns}\n    identifier: StorageBucket\n  - resource: {apiVersion: v1, kind: ConfigMap, name: opt}\n    identifier: Maybe\n    optional: true\n  policyRefs:\n  - {path: m.yaml, template: true}\n";
+        let bucket = json!({"metadata": {"name": "b-c1"}, "spec": {}});
+        let ready = json!({"metadata": {"name": "b-c1"}, "status": {"url": "s3://x"}});
+        // (template value, the object read, Ok(pending?) or Err(message part))
+        let cases: [(&str, &Value, Result<bool, &str>); 8] = [
+            ("'{{ StorageBucket.status.url }}'", &bucket, Ok(true)),
+            (
+                "'{{ StorageBucket.status.url | upper }}'",
+                &bucket,
+                Ok(true),
+            ),
+            (
+                "'{{ StorageBucket[\"status\"][\"url\"] }}'",
+                &bucket,
+                Ok(true),
+            ),
+            ("'{{ StorageBucket.status.url }}'", &ready, Ok(false)),
+            (
+                "'{{ cluster.spec.nope }}'",
+                &bucket,
+                Err("cluster.spec.nope"),
+            ),
+            ("'{{ nope }}'", &ready, Err("nope")),
+            // An optional ref that is absent must be guarded by the template: no waiting.
+            ("'{{ Maybe.data.x }}'", &ready, Err("Maybe")),
+            (
+                "'{% if Maybe is defined %}{{ Maybe.data.x }}{% endif %}'",
+                &ready,
+                Ok(false),
+            ),
+        ];
+        for (value, object, want) in cases {
+            let manifest = format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: m}}\ndata: {{url: {value}}}\n"
+            );
+            let text = profile("p", spec);
+            let repo = repo(&[("profiles/p.yaml", &text), ("m.yaml", &manifest)]);
+            let mut vars = variables(&repo);
+            vars.insert("StorageBucket".into(), object.clone());
+            let result = render_profile(&repo, &repo.profiles["p"], &vars, &Sandbox::new());
+            match (want, result) {
+                (Ok(true), Ok(r)) => {
+                    assert!(r.objects.is_empty(), "{value}: {r:?}");
+                    assert_eq!(r.pending.len(), 1, "{value}: {r:?}");
+                    assert!(
+                        r.pending[0]
+                            .starts_with("templateResourceRef StorageBucket: StorageBucket")
+                            && r.pending[0]
+                                .contains("is not set yet in example.com/v1 Bucket ns/b-c1"),
+                        "{value}: {:?}",
+                        r.pending
+                    );
+                }
+                (Ok(false), Ok(r)) => {
+                    assert!(r.pending.is_empty(), "{value}: {:?}", r.pending);
+                    assert_eq!(r.objects.len(), 1, "{value}");
+                }
+                (Err(part), Err(e)) => assert!(e.message.contains(part), "{value}: {e}"),
+                (want, got) => panic!("{value}: want {want:?}, got {got:?}"),
             }
         }
     }

@@ -132,6 +132,36 @@ impl Sandbox {
 }
 
 impl TemplateError {
+    /// The variable or field path this error says is undefined (`StorageBucket.status` of
+    /// "Field `StorageBucket.status` is not defined"), when it is about one: rendering maps an
+    /// undefined field of a templateResourceRef's object to *pending* (the object has no such
+    /// field yet) instead of a failure.
+    pub fn undefined_path(&self) -> Option<&str> {
+        let message = self.message.as_str();
+        for prefix in ["Field `", "Variable `"] {
+            if let Some(path) = backticked_after(message, prefix)
+                && message[prefix.len() + path.len()..].starts_with("` is not defined")
+            {
+                return Some(path);
+            }
+        }
+        if message.contains("undefined")
+            && let Some((_, rest)) = message.rsplit_once("(in `")
+        {
+            return rest.split_once('`').map(|(path, _)| path);
+        }
+        None
+    }
+
+    /// The top-level variable of [`TemplateError::undefined_path`] (`StorageBucket`).
+    pub fn undefined_variable(&self) -> Option<&str> {
+        let path = self.undefined_path()?;
+        let end = path
+            .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .unwrap_or(path.len());
+        (end > 0).then(|| &path[..end])
+    }
+
     /// Turns a tera error into a line and a short message. Tera reports some errors as a
     /// structured [`ReportError`] and others (unknown filters/functions/templates) only as
     /// pre-formatted text, which is parsed here.
@@ -519,6 +549,54 @@ mod tests {
             );
             assert_eq!(err.line, Some(1), "{source}: {err:?}");
             assert!(!err.message.contains('\u{1b}'), "{source}: ANSI in {err:?}");
+        }
+    }
+
+    #[test]
+    fn undefined_paths_and_variables_are_named() {
+        let context = json!({
+            "cluster": {"metadata": {"name": "c1"}},
+            "Bucket": {"metadata": {"name": "b"}, "status": {}},
+        });
+        let cases: [(&str, Option<&str>, Option<&str>); 11] = [
+            (
+                "{{ Bucket.status.url }}",
+                Some("Bucket.status.url"),
+                Some("Bucket"),
+            ),
+            ("{{ Bucket.spec.url }}", Some("Bucket.spec"), Some("Bucket")),
+            (
+                "{{ Bucket.spec.url | upper }}",
+                Some("Bucket.spec"),
+                Some("Bucket"),
+            ),
+            (
+                "{{ Bucket.spec.url | to_yaml }}",
+                Some("Bucket.spec"),
+                Some("Bucket"),
+            ),
+            (
+                "{% for u in Bucket.spec.urls %}{{ u }}{% endfor %}",
+                Some("Bucket.spec"),
+                Some("Bucket"),
+            ),
+            (
+                "{{ Bucket['spec']['url'] }}",
+                Some("Bucket['spec']"),
+                Some("Bucket"),
+            ),
+            ("{{ Other.status }}", Some("Other"), Some("Other")),
+            ("{{ cluster.spec }}", Some("cluster.spec"), Some("cluster")),
+            ("{{ [nope] | to_json }}", Some("[nope]"), None),
+            ("{{ Bucket.metadata.name | nothere }}", None, None),
+            ("{{ 1 / 0 }}", None, None),
+        ];
+        for (source, path, variable) in cases {
+            let err = Sandbox::new()
+                .render("t.yaml", source, &context)
+                .expect_err(source);
+            assert_eq!(err.undefined_path(), path, "{source}: {err:?}");
+            assert_eq!(err.undefined_variable(), variable, "{source}: {err:?}");
         }
     }
 
