@@ -188,3 +188,18 @@ echo "pods quota now: $("$kubectl" --kubeconfig "$prod" -n platform get resource
 echo
 echo "== the drift section of the note on the applied commit"
 git --git-dir "$dir/config.git" notes --ref flotilla show HEAD | sed -n '/^## drift/,$p' | sed -E 's/^/    /' | cut -c1-200
+
+echo
+echo "== the two-stage pattern: storage-config on prod-eu-1 is pending until its Bucket claim in mgmt has a status"
+mgmt=$dir/fleet/mgmt.kubeconfig
+echo "\$ kubectl (mgmt) -n default patch bucket user-storage-prod-eu-1 --subresource status -p '{\"status\":{\"endpoint\":\"https://buckets.example/prod-eu-1\"}}'"
+"$kubectl" --kubeconfig "$mgmt" -n default patch bucket user-storage-prod-eu-1 --subresource status \
+  --type merge -p '{"status":{"endpoint":"https://buckets.example/prod-eu-1"}}' >/dev/null
+endpoint=""
+for _ in $(seq 1 100); do
+  endpoint=$("$kubectl" --kubeconfig "$prod" -n platform get configmap user-storage \
+    -o jsonpath='{.data.endpoint}' 2>/dev/null || true)
+  [ -n "$endpoint" ] && break
+  sleep 0.1
+done
+echo "prod-eu-1 ConfigMap platform/user-storage: endpoint=${endpoint:-<not rendered>} (the daemon's watch on the claim re-rendered it, no commit)"
