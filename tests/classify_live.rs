@@ -323,18 +323,11 @@ async fn the_running_daemon_follows_a_resource_classifier_on_the_classify_timer(
 
     // The poll interval is far longer than the waits below: only the classify timer can
     // explain a pass in between.
-    let daemon = Daemon::spawn(&[
-        "--repo".as_ref(),
-        repo.url().as_ref(),
-        "--kubeconfig-dir".as_ref(),
-        fleet.dir().as_os_str(),
-        "--cache-dir".as_ref(),
-        repo.cache_dir().as_os_str(),
-        "--interval".as_ref(),
-        "60s".as_ref(),
-        "--classify-interval".as_ref(),
-        "2s".as_ref(),
-    ]);
+    let daemon = Daemon::on(
+        &repo,
+        &fleet,
+        &["--interval", "60s", "--classify-interval", "2s"],
+    );
     let first = wait_until(
         Duration::from_secs(60),
         Duration::from_millis(100),
@@ -688,18 +681,11 @@ async fn label_ownership_inventory_first_then_first_classifier_by_name() {
         )
     };
     let synced = refs();
-    let daemon = Daemon::spawn(&[
-        "--repo".as_ref(),
-        repo.url().as_ref(),
-        "--kubeconfig-dir".as_ref(),
-        fleet.dir().as_os_str(),
-        "--cache-dir".as_ref(),
-        repo.cache_dir().as_os_str(),
-        "--interval".as_ref(),
-        "1s".as_ref(),
-        "--classify-interval".as_ref(),
-        "1s".as_ref(),
-    ]);
+    let daemon = Daemon::on(
+        &repo,
+        &fleet,
+        &["--interval", "1s", "--classify-interval", "1s"],
+    );
     let written = wait_until(
         Duration::from_secs(60),
         Duration::from_millis(100),

@@ -58,16 +58,7 @@ async fn drift_of_owned_fields_and_deletions_is_repaired_and_excluded_paths_are_
             ),
         );
     let commit = repo.commit("web with drift detection");
-    let daemon = Daemon::spawn(&[
-        "--repo".as_ref(),
-        repo.url().as_ref(),
-        "--kubeconfig-dir".as_ref(),
-        fleet.dir().as_os_str(),
-        "--cache-dir".as_ref(),
-        repo.cache_dir().as_os_str(),
-        "--interval".as_ref(),
-        "60s".as_ref(),
-    ]);
+    let daemon = Daemon::on(&repo, &fleet, &["--interval", "60s"]);
     let synced = wait_until(
         Duration::from_secs(60),
         Duration::from_millis(100),

@@ -454,16 +454,7 @@ async fn the_daemon_isolates_an_unreachable_cluster_and_converges_it_when_it_ret
     .write("profiles/p.yaml", &[base_profile(), app_profile()].concat());
     repo.commit("first");
 
-    let mut daemon = Daemon::spawn(&[
-        "--repo".as_ref(),
-        repo.url().as_ref(),
-        "--kubeconfig-dir".as_ref(),
-        fleet.dir().as_os_str(),
-        "--cache-dir".as_ref(),
-        repo.cache_dir().as_os_str(),
-        "--interval".as_ref(),
-        "1s".as_ref(),
-    ]);
+    let mut daemon = Daemon::on(&repo, &fleet, &["--interval", "1s"]);
     let took = wait_until(
         Duration::from_secs(60),
         Duration::from_millis(200),
@@ -641,16 +632,7 @@ async fn managed_bulk(client: &kube::Client) -> BTreeSet<String> {
 async fn kill_mid_pass(fleet: &ControlPlanes, repo: &ConfigRepo) -> BTreeSet<String> {
     let client = fleet.client("one").await;
     let writes_before = fleet.write_requests("one").len();
-    let mut daemon = Daemon::spawn(&[
-        "--repo".as_ref(),
-        repo.url().as_ref(),
-        "--kubeconfig-dir".as_ref(),
-        fleet.dir().as_os_str(),
-        "--cache-dir".as_ref(),
-        repo.cache_dir().as_os_str(),
-        "--interval".as_ref(),
-        "60s".as_ref(),
-    ]);
+    let mut daemon = Daemon::on(repo, fleet, &["--interval", "60s"]);
     let started = Instant::now();
     loop {
         let writes = fleet.write_requests("one");
@@ -1098,16 +1080,7 @@ async fn a_persistent_apply_error_is_retried_without_rewriting_the_note_every_pa
         ),
     );
     let commit = repo.commit("a ConfigMap in a namespace that does not exist yet");
-    let daemon = Daemon::spawn(&[
-        "--repo".as_ref(),
-        repo.url().as_ref(),
-        "--kubeconfig-dir".as_ref(),
-        fleet.dir().as_os_str(),
-        "--cache-dir".as_ref(),
-        repo.cache_dir().as_os_str(),
-        "--interval".as_ref(),
-        "1s".as_ref(),
-    ]);
+    let daemon = Daemon::on(&repo, &fleet, &["--interval", "1s"]);
     let notes_commits = || {
         git(
             &repo.bare(),

@@ -333,17 +333,16 @@ async fn check_locked(context: &KindContext, key: &str, wanted: Desired) -> Opti
             warn!(key, error = %e, "drift: the dry-run of the repair failed");
             send(
                 context,
-                DriftRepair {
-                    cluster: wanted.cluster.clone(),
-                    profile: wanted.profile.clone(),
-                    key: report_key(context, &wanted, key),
+                &wanted,
+                key,
+                Found {
                     kind: DriftKind::Modified,
                     paths: vec![],
                     managers,
-                    result: RepairResult::DryRunFailed(e),
-                    diff: None,
                     at,
                 },
+                RepairResult::DryRunFailed(e),
+                None,
             );
             return live_signature;
         }
@@ -367,17 +366,16 @@ async fn check_locked(context: &KindContext, key: &str, wanted: Desired) -> Opti
     info!(key, profile = %wanted.profile, ?paths, ?managers, repaired = matches!(result, RepairResult::Repaired), "drift");
     send(
         context,
-        DriftRepair {
-            cluster: wanted.cluster.clone(),
-            profile: wanted.profile.clone(),
-            key: report_key(context, &wanted, key),
+        &wanted,
+        key,
+        Found {
             kind: DriftKind::Modified,
             paths,
             managers,
-            result,
-            diff,
             at,
         },
+        result,
+        diff,
     );
     after
 }
@@ -402,22 +400,49 @@ async fn recreate_gone(context: &KindContext, key: &str, wanted: Desired) -> Opt
     info!(key, profile = %wanted.profile, repaired = matches!(result, RepairResult::Repaired), "drift: deleted object");
     send(
         context,
-        DriftRepair {
-            cluster: wanted.cluster.clone(),
-            profile: wanted.profile.clone(),
-            key: report_key(context, &wanted, key),
+        &wanted,
+        key,
+        Found {
             kind: DriftKind::Deleted,
             paths: vec![],
             managers: vec![],
-            result,
-            diff,
             at,
         },
+        result,
+        diff,
     );
     after
 }
 
-fn send(context: &KindContext, repair: DriftRepair) {
+/// What a check found, before the repair.
+struct Found {
+    kind: DriftKind,
+    paths: Vec<String>,
+    managers: Vec<String>,
+    at: String,
+}
+
+/// Reports a drift and its repair to the daemon loop (dropped, with a warning, when the loop
+/// is that far behind: the object itself is repaired either way).
+fn send(
+    context: &KindContext,
+    wanted: &Desired,
+    key: &str,
+    found: Found,
+    result: RepairResult,
+    diff: Option<String>,
+) {
+    let repair = DriftRepair {
+        cluster: wanted.cluster.clone(),
+        profile: wanted.profile.clone(),
+        key: report_key(context, wanted, key),
+        kind: found.kind,
+        paths: found.paths,
+        managers: found.managers,
+        result,
+        diff,
+        at: found.at,
+    };
     if let Err(e) = context.repairs.try_send(repair) {
         warn!(error = %e, "drift repair not reported: the daemon is not keeping up");
     }

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use super::fleet::flotilla_bin;
+use super::ControlPlanes;
+use super::fleet::{ConfigRepo, flotilla_bin};
 
 /// A `flotilla` command with logging on (so a failing test shows what the daemon did) and no
 /// token from the test's environment.
@@ -47,6 +48,22 @@ impl Daemon {
             log,
             _dir: dir,
         }
+    }
+
+    /// `flotilla run` of `repo` (its URL and cache directory) over `fleet`, with `extra` flags
+    /// (the interval, a management cluster, ...).
+    pub fn on(repo: &ConfigRepo, fleet: &ControlPlanes, extra: &[&str]) -> Daemon {
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "--repo".into(),
+            repo.url().into(),
+            "--kubeconfig-dir".into(),
+            fleet.dir().into(),
+            "--cache-dir".into(),
+            repo.cache_dir().into(),
+        ];
+        args.extend(extra.iter().map(|a| a.into()));
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        Daemon::spawn(&args)
     }
 
     pub fn pid(&self) -> u32 {
