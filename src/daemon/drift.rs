@@ -215,6 +215,11 @@ async fn watch_kind(context: KindContext) {
             Event::Init => listing = Some(BTreeSet::new()),
             Event::InitApply(meta) | Event::Apply(meta) => {
                 let key = key_of(&context.api_version, &context.kind, &meta.metadata);
+                // Objects of other profiles (not under drift detection) cost nothing here.
+                if !is_desired(&context, &key) {
+                    looked.remove(&key);
+                    continue;
+                }
                 if let Some(seen) = listing.as_mut() {
                     seen.insert(key.clone());
                 }
@@ -273,6 +278,14 @@ async fn watch_kind(context: KindContext) {
             }
         }
     }
+}
+
+/// Whether `key` is under drift detection now.
+fn is_desired(context: &KindContext, key: &str) -> bool {
+    context
+        .desired
+        .read()
+        .is_ok_and(|desired| desired.contains_key(key))
 }
 
 /// The desired object for `key` now (a pass may have replaced or dropped it).
