@@ -217,6 +217,66 @@ fn file_remote_poll_fetches_only_when_the_branch_moved() {
     );
 }
 
+/// `--plan-refs`: the refs matching a glob are listed with one connection; only those that
+/// moved are fetched (a second listing changes no mirror file); the review base is the merge
+/// base with the branch. A local repository is read in place.
+#[test]
+fn review_refs_matching_a_glob_are_listed_and_fetched_only_when_they_move() {
+    let f = Fixture::new();
+    let main = f.head();
+    // Two pull-request heads on the remote (as GitHub publishes them), one other ref.
+    git(&f.work, &["checkout", "-q", "-b", "pr1"]);
+    write(&f.work.join("config/profiles/p.yaml"), "one\n");
+    git(&f.work, &["add", "-A"]);
+    git(&f.work, &["commit", "-q", "-m", "pr 1"]);
+    let pr1 = f.head();
+    git(&f.work, &["push", "-q", "origin", "pr1:refs/pull/1/head"]);
+    git(&f.work, &["push", "-q", "origin", "pr1:refs/pull/1/merge"]);
+    git(&f.work, &["push", "-q", "origin", "main:refs/pull/2/head"]);
+
+    let mut source =
+        GitSource::open(&f.file_url(), "main", Credentials::default(), &f.cache).expect("open");
+    source.poll().expect("poll");
+    let (found, logs) = capture_logs(|| source.matching_refs("refs/pull/*/head"));
+    let found = found.expect("list");
+    let names: Vec<(&str, &str)> = found
+        .iter()
+        .map(|r| (r.name.as_str(), r.commit.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            ("refs/pull/1/head", pr1.as_str()),
+            ("refs/pull/2/head", main.as_str())
+        ]
+    );
+    assert!(logs.contains("fetched review refs"), "{logs}");
+    // The head's commit is in the mirror now: it can be read and reviewed.
+    assert_eq!(source.commit_summary(&pr1).expect("summary"), "pr 1");
+    assert_eq!(source.merge_base(&main, &pr1).expect("merge base"), main);
+
+    // Nothing moved: nothing fetched, no mirror file changed.
+    let mirror = source.git_dir().to_path_buf();
+    let before = dir_state(&mirror);
+    let (again, logs) = capture_logs(|| source.matching_refs("refs/pull/*/head"));
+    assert_eq!(again.expect("list again"), found);
+    assert!(!logs.contains("fetched review refs"), "{logs}");
+    assert_eq!(dir_state(&mirror), before, "the mirror changed");
+
+    // A local repository: its own refs, read in place.
+    let local = GitSource::open(
+        f.bare.to_str().expect("utf-8"),
+        "main",
+        Credentials::default(),
+        &f.cache,
+    );
+    let found = local
+        .expect("open local")
+        .matching_refs("refs/pull/*/head")
+        .expect("list local");
+    assert_eq!(found.len(), 2);
+}
+
 #[test]
 fn poll_reports_a_missing_branch() {
     let f = Fixture::new();

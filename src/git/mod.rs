@@ -17,6 +17,7 @@
 mod auth;
 mod known_hosts;
 mod notes;
+mod refs;
 mod remote;
 mod snapshot;
 mod url;
@@ -30,6 +31,7 @@ use sha2::{Digest, Sha256};
 
 pub use auth::Credentials;
 pub use notes::{Note, PublishReport, PushedRef};
+pub use refs::{MatchedRef, glob_matches};
 pub use url::redact_url;
 pub use watch::RefWatcher;
 

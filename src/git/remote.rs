@@ -145,7 +145,7 @@ impl GitSource {
     }
 
     /// Maps a failed network operation: what the callbacks recorded wins over libgit2's message.
-    fn network_err(&self, auth: &Auth<'_>, op: String, e: &git2::Error) -> GitError {
+    pub(super) fn network_err(&self, auth: &Auth<'_>, op: String, e: &git2::Error) -> GitError {
         match auth.failure() {
             Some(Failure::Rejected) => GitError::Auth {
                 repo: self.display.clone(),
@@ -173,7 +173,7 @@ impl GitSource {
     }
 }
 
-fn fetch_options<'a>(auth: &'a Auth<'_>) -> FetchOptions<'a> {
+pub(super) fn fetch_options<'a>(auth: &'a Auth<'_>) -> FetchOptions<'a> {
     let mut options = FetchOptions::new();
     options.remote_callbacks(auth.callbacks());
     options.download_tags(AutotagOption::None);
