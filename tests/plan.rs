@@ -237,11 +237,31 @@ fn helm_chart_version_bump_groups_identical_clusters() {
     assert_eq!(release["fromVersion"], "1.0.0");
     assert_eq!(release["toVersion"], "1.1.0");
     assert!(
-        markdown.contains("<summary><b>mgmt, staging-eu-1</b>: 1 changed</summary>"),
+        markdown.contains("<summary><b>mgmt, prod-eu-1, staging-eu-1</b>: 1 changed</summary>"),
         "identical changes are one section: {markdown}"
     );
     assert!(
         markdown.contains("upgraded platform/greeter 1.0.0 → 1.1.0"),
+        "{markdown}"
+    );
+}
+
+#[test]
+fn profile_that_needs_live_data_is_pending_on_both_sides() {
+    let (markdown, json) = case("pending", 1, |repo| {
+        repo.edit(
+            "manifests/storage/bucket-config.yaml",
+            "endpoint: \"{{ StorageBucket.status.endpoint }}\"",
+            "endpoint: \"https://{{ StorageBucket.status.endpoint }}\"",
+        );
+    });
+    let prod = cluster(&json, "prod-eu-1");
+    assert_eq!(prod["counts"]["changed"], 0, "{prod}");
+    assert_eq!(prod["counts"]["errors"], 0, "not an error: {prod}");
+    let pending = prod["profiles"][0]["pending"].as_array().expect("pending");
+    assert_eq!(pending.len(), 2, "both sides: {prod}");
+    assert!(
+        markdown.contains("needs live data (pending) in base and head"),
         "{markdown}"
     );
 }

@@ -6,7 +6,7 @@
 //!
 //! `flotilla plan` and, later, the daemon's plan of pull-request refs call [`review_commits`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -22,6 +22,7 @@ use crate::render::kustomize::{Kustomize, Workspace};
 use crate::render::sandbox::Sandbox;
 use crate::render::{self, RenderError, RenderedObject, RenderedProfile};
 use crate::report::StateNote;
+use crate::source::{Entry, FileTree};
 
 /// How far back from base a state note is looked for (first parents).
 pub const NOTE_SEARCH_DEPTH: usize = 1000;
@@ -93,6 +94,7 @@ pub fn review_commits(
     let threads = options.threads.max(1).min(names.len().max(1));
     let chunk = names.len().div_ceil(threads).max(1);
     let context = Context {
+        unchanged: unchanged_profiles(base_repo, head_repo),
         base: base_repo,
         head: head_repo,
         built: built.as_ref(),
@@ -180,8 +182,90 @@ async fn build_all(repo: &ConfigRepo, tool: Kustomize) -> Built {
     out
 }
 
+/// Paths whose entries differ between two trees (added, removed or changed).
+fn changed_paths(base: &FileTree, head: &FileTree) -> BTreeSet<String> {
+    let old: BTreeMap<&str, &Entry> = base.entries_under("").collect();
+    let new: BTreeMap<&str, &Entry> = head.entries_under("").collect();
+    let mut out = BTreeSet::new();
+    for (path, entry) in &old {
+        if new.get(path) != Some(entry) {
+            out.insert((*path).to_string());
+        }
+    }
+    for path in new.keys() {
+        if !old.contains_key(path) {
+            out.insert((*path).to_string());
+        }
+    }
+    out
+}
+
+/// Profiles whose render cannot differ between the sides for a cluster with the same template
+/// context: the file they are written in is byte-identical, and nothing they can read changed
+/// (conservatively: with any change outside clusters/, profiles/ and classifiers/, a profile
+/// with kustomizationRefs or helmCharts, or in a tree with symlinks, counts as changed). These
+/// are not rendered at all: a plan of a one-profile change renders one profile per cluster.
+fn unchanged_profiles(base: &ConfigRepo, head: &ConfigRepo) -> BTreeSet<String> {
+    let changed = changed_paths(&base.tree, &head.tree);
+    let content: Vec<&String> = changed
+        .iter()
+        .filter(|p| {
+            ![
+                config::CLUSTERS_DIR,
+                config::PROFILES_DIR,
+                config::CLASSIFIERS_DIR,
+            ]
+            .iter()
+            .any(|dir| p.starts_with(&format!("{dir}/")))
+        })
+        .collect();
+    let symlinks = [&base.tree, &head.tree].iter().any(|t| {
+        t.entries_under("")
+            .any(|(_, e)| matches!(e, Entry::Symlink(_)))
+    });
+    let reads_changed = |profile: &config::Profile| {
+        if content.is_empty() {
+            return false;
+        }
+        if symlinks
+            || !profile.spec.kustomization_refs.is_empty()
+            || !profile.spec.helm_charts.is_empty()
+        {
+            return true;
+        }
+        profile
+            .spec
+            .policy_refs
+            .iter()
+            .any(|r| match &r.value.path {
+                Some(path) => match head.tree.resolve(path) {
+                    Ok(path) => content.iter().any(|c| {
+                        **c == path || path.is_empty() || c.starts_with(&format!("{path}/"))
+                    }),
+                    Err(_) => true,
+                },
+                None => content
+                    .iter()
+                    .any(|c| c.starts_with(&format!("{}/", config::SOURCES_DIR))),
+            })
+    };
+    head.profiles
+        .values()
+        .filter(|p| {
+            base.profiles.get(&p.name).is_some_and(|b| {
+                !changed.contains(&b.origin.file)
+                    && !changed.contains(&p.origin.file)
+                    && !reads_changed(p)
+            })
+        })
+        .map(|p| p.name.clone())
+        .collect()
+}
+
 /// What every cluster's render shares.
 struct Context<'a> {
+    /// Profiles that render the same on both sides for an unchanged cluster context.
+    unchanged: BTreeSet<String>,
     base: &'a ConfigRepo,
     head: &'a ConfigRepo,
     built: Option<&'a (Built, Built)>,
@@ -220,20 +304,67 @@ impl Context<'_> {
             },
             None => LabelSource::Inventory,
         };
-        let side = |repo: &ConfigRepo, cluster: &Cluster, built: Option<&Built>| {
-            let mut effective = cluster.labels.clone();
+        let effective = |cluster: &Cluster| {
+            let mut labels = cluster.labels.clone();
             for (k, v) in &classifier_labels {
-                effective.entry(k.clone()).or_insert_with(|| v.clone());
+                labels.entry(k.clone()).or_insert_with(|| v.clone());
             }
-            self.render_cluster(repo, cluster, &effective, built, sandbox)
+            labels
         };
         let (base, head) = match (base_cluster, head_cluster) {
             // Leaving the fleet: nothing is deleted there, so base need not be rendered.
             (Some(_), None) => (Some(BTreeMap::new()), None),
-            (b, h) => (
-                b.map(|c| side(self.base, c, self.built.map(|b| &b.0))),
-                h.map(|c| side(self.head, c, self.built.map(|b| &b.1))),
-            ),
+            (None, Some(h)) => {
+                let labels = effective(h);
+                (
+                    None,
+                    Some(self.render_cluster(
+                        self.head,
+                        h,
+                        &labels,
+                        Side::Head,
+                        &|_| false,
+                        sandbox,
+                    )),
+                )
+            }
+            (Some(b), Some(h)) => {
+                let (base_labels, head_labels) = (effective(b), effective(h));
+                let same_context = b.document == h.document && base_labels == head_labels;
+                let targets = |repo: &ConfigRepo, labels| -> BTreeSet<String> {
+                    crate::plan::profiles_for_cluster(repo, name, labels)
+                        .into_iter()
+                        .map(|p| p.name.clone())
+                        .collect()
+                };
+                let both: BTreeSet<String> = targets(self.base, &base_labels)
+                    .intersection(&targets(self.head, &head_labels))
+                    .cloned()
+                    .collect();
+                // Same inputs, same context: the same render, so neither side is rendered.
+                let skip = |profile: &str| {
+                    same_context && both.contains(profile) && self.unchanged.contains(profile)
+                };
+                (
+                    Some(self.render_cluster(
+                        self.base,
+                        b,
+                        &base_labels,
+                        Side::Base,
+                        &skip,
+                        sandbox,
+                    )),
+                    Some(self.render_cluster(
+                        self.head,
+                        h,
+                        &head_labels,
+                        Side::Head,
+                        &skip,
+                        sandbox,
+                    )),
+                )
+            }
+            (None, None) => (None, None),
         };
         ClusterInput {
             name: name.to_string(),
@@ -250,9 +381,14 @@ impl Context<'_> {
         repo: &ConfigRepo,
         cluster: &Cluster,
         labels: &BTreeMap<String, String>,
-        built: Option<&Built>,
+        side: Side,
+        skip: &dyn Fn(&str) -> bool,
         sandbox: &Sandbox,
     ) -> BTreeMap<String, ProfileSide> {
+        let built = self.built.map(|(b, h)| match side {
+            Side::Base => b,
+            Side::Head => h,
+        });
         let mut variables = serde_json::Map::new();
         variables.insert(
             "cluster".into(),
@@ -260,6 +396,9 @@ impl Context<'_> {
         );
         let mut out = BTreeMap::new();
         for profile in crate::plan::profiles_for_cluster(repo, &cluster.name, labels) {
+            if skip(&profile.name) {
+                continue;
+            }
             let mut result = render::render_profile(repo, profile, &variables, sandbox);
             if let (Ok(r), Some(built)) = (&mut result, built)
                 && r.pending.is_empty()

@@ -68,7 +68,22 @@ fn blocks(review: &Review) -> Vec<String> {
         .iter()
         .filter(|c| c.counts.any_change() || c.membership != Membership::Stays)
         .count();
-    let mut summary = if changed == 0 && counts.errors == 0 {
+    let pending = review
+        .clusters
+        .iter()
+        .filter(|c| {
+            c.profiles
+                .iter()
+                .any(|p| p.pending.iter().any(|e| e.side == Side::Head))
+        })
+        .count();
+    let mut summary = if changed == 0 && counts.errors == 0 && pending > 0 {
+        format!(
+            "**No change found offline**, but profiles on {pending} cluster{} need live data \
+             (pending): their changed inputs cannot be rendered without the clusters.\n\n",
+            plural(pending)
+        )
+    } else if changed == 0 && counts.errors == 0 {
         format!(
             "**No change** on {} cluster{}.\n\n",
             review.clusters.len(),

@@ -461,16 +461,19 @@ impl Review {
 
     /// The exit code of `flotilla plan`: 2 when a side is invalid or head has a render error
     /// base does not share, else 1 when anything would change (including clusters joining or
-    /// leaving the fleet), else 0.
+    /// leaving the fleet) or might (a profile pending in head whose inputs changed: only live
+    /// data can tell), else 0.
     pub fn exit_code(&self) -> u8 {
         let counts = self.counts();
         if !self.errors.is_empty() || counts.errors > 0 {
             2
         } else if counts.any_change()
-            || self
-                .clusters
-                .iter()
-                .any(|c| c.membership != Membership::Stays)
+            || self.clusters.iter().any(|c| {
+                c.membership != Membership::Stays
+                    || c.profiles
+                        .iter()
+                        .any(|p| p.pending.iter().any(|e| e.side == Side::Head))
+            })
         {
             1
         } else {
@@ -556,6 +559,10 @@ fn compare_profile(
         let keys: BTreeSet<&(bool, String)> = b.objects.keys().chain(h.objects.keys()).collect();
         for key in keys {
             let (old, new) = (b.objects.get(key), h.objects.get(key));
+            // Equal objects stay equal after normalization: skip the YAML of both (most pairs).
+            if old == new {
+                continue;
+            }
             let Some(diff) = crate::diff::object_diff(old, new) else {
                 continue;
             };
