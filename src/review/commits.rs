@@ -456,3 +456,88 @@ fn expand(built: &Built, rendered: &mut RenderedProfile) -> Result<(), RenderErr
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo(files: &[(&str, &str)]) -> ConfigRepo {
+        let mut tree = FileTree::new();
+        for (path, text) in files {
+            tree.insert_file(*path, text.as_bytes().to_vec());
+        }
+        match config::load(tree) {
+            Ok(repo) => repo,
+            Err(diags) => panic!("invalid test repo: {diags}"),
+        }
+    }
+
+    fn profile(name: &str, refs: &str) -> String {
+        format!(
+            "apiVersion: flotilla.dev/v1alpha1\nkind: ClusterProfile\nmetadata: {{name: {name}}}\n\
+             spec:\n  clusterSelector: {{}}\n  policyRefs:\n{refs}"
+        )
+    }
+
+    fn cm(name: &str, value: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, namespace: default}}\n\
+             data: {{v: \"{value}\"}}\n"
+        )
+    }
+
+    #[test]
+    fn unchanged_profiles_table() {
+        let cluster = "apiVersion: flotilla.dev/v1alpha1\nkind: Cluster\nmetadata: {name: c1}\n";
+        let source = |v: &str| {
+            format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: src, namespace: default}}\n\
+                 data:\n  a.yaml: |\n    apiVersion: v1\n    kind: ConfigMap\n    \
+                 metadata: {{name: s, namespace: default}}\n    data: {{v: \"{v}\"}}\n"
+            )
+        };
+        let base_files = |a: &str, src: &str, p2: &str| {
+            vec![
+                ("clusters/c.yaml".to_string(), cluster.to_string()),
+                (
+                    "profiles/p1.yaml".to_string(),
+                    profile("p1", "  - {path: manifests/a}\n"),
+                ),
+                ("profiles/p2.yaml".to_string(), p2.to_string()),
+                (
+                    "profiles/p3.yaml".to_string(),
+                    profile("p3", "  - {kind: ConfigMap, name: src}\n"),
+                ),
+                ("manifests/a/x.yaml".to_string(), cm("a", a)),
+                ("manifests/b/y.yaml".to_string(), cm("b", "1")),
+                ("sources/src.yaml".to_string(), source(src)),
+            ]
+        };
+        let p2 = profile("p2", "  - {path: manifests/b}\n");
+        let p2_changed = profile("p2", "  - {path: manifests/b, template: true}\n");
+        let cases: Vec<(&str, Vec<(String, String)>, &[&str])> = vec![
+            ("nothing", base_files("1", "1", &p2), &["p1", "p2", "p3"]),
+            ("a manifest", base_files("2", "1", &p2), &["p2", "p3"]),
+            ("a source", base_files("1", "2", &p2), &["p1", "p2"]),
+            (
+                "a profile file",
+                base_files("1", "1", &p2_changed),
+                &["p1", "p3"],
+            ),
+        ];
+        let to_repo = |files: &[(String, String)]| {
+            let refs: Vec<(&str, &str)> = files
+                .iter()
+                .map(|(p, t)| (p.as_str(), t.as_str()))
+                .collect();
+            repo(&refs)
+        };
+        let base = to_repo(&base_files("1", "1", &p2));
+        for (name, files, want) in cases {
+            let head = to_repo(&files);
+            let got = unchanged_profiles(&base, &head);
+            let want: BTreeSet<String> = want.iter().map(|s| s.to_string()).collect();
+            assert_eq!(got, want, "{name}");
+        }
+    }
+}
