@@ -515,7 +515,8 @@ mod tests {
         };
         let p2 = profile("p2", "  - {path: manifests/b}\n");
         let p2_changed = profile("p2", "  - {path: manifests/b, template: true}\n");
-        let cases: Vec<(&str, Vec<(String, String)>, &[&str])> = vec![
+        type Case<'a> = (&'a str, Vec<(String, String)>, &'a [&'a str]);
+        let cases: Vec<Case> = vec![
             ("nothing", base_files("1", "1", &p2), &["p1", "p2", "p3"]),
             ("a manifest", base_files("2", "1", &p2), &["p2", "p3"]),
             ("a source", base_files("1", "2", &p2), &["p1", "p2"]),
