@@ -567,7 +567,11 @@ table=$(
   echo
   echo "Command: \`scripts/bench.sh $args\` ($runs runs each; median (min–max)); flotilla $(git rev-parse --short HEAD), release build;"
   echo "load average (1/5/15 min) $load_before before the build and the clusters, $(cut -d' ' -f1-3 /proc/loadavg) at the end;"
-  echo "kube-apiserver $(sort -V "${FLOTILLA_TESTBIN:-$HOME/.cache/flotilla/testbin}/kube-versions" | tail -n 1), one etcd, ${#clusters[@]} apiserver(s) on this machine."
+  if [ ${#clusters[@]} -gt 0 ]; then
+    echo "kube-apiserver $(sort -V "${FLOTILLA_TESTBIN:-$HOME/.cache/flotilla/testbin}/kube-versions" | tail -n 1), one etcd, ${#clusters[@]} apiserver(s) on this machine."
+  else
+    echo "no control planes (plan only)."
+  fi
   echo
   echo "| workload | what | time | other |"
   echo "|---|---|---|---|"
