@@ -735,17 +735,19 @@ fn plan(
     output: Option<&Path>,
     kustomize_bin: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
-    let dir = repo.to_string_lossy();
-    // A local directory only: no fetch, no cache directory, no credentials.
+    // A local directory only (a clone with both revisions): no fetch, no mirror, no credentials.
+    if !repo.is_dir() {
+        bail!(
+            "--repo {}: not a directory (plan reads a local clone with both revisions)",
+            repo.display()
+        );
+    }
     let source = flotilla::git::GitSource::open(
-        &dir,
+        &repo.to_string_lossy(),
         "main",
         flotilla::git::Credentials::default(),
         &std::env::temp_dir(),
     )?;
-    if source.is_remote() {
-        bail!("--repo must be a local directory (a clone with both revisions)");
-    }
     // An explicit binary must exist; without one, kustomizationRefs are reported unexpanded.
     let kustomize = match kustomize::Kustomize::locate(kustomize_bin) {
         Ok(tool) => Some(tool),

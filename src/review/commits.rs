@@ -116,7 +116,8 @@ pub fn review_commits(
             .collect();
         workers
             .into_iter()
-            .flat_map(|w| w.join().unwrap_or_default())
+            // A worker's panic is a bug: re-raise it rather than drop its clusters.
+            .flat_map(|w| w.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
             .collect::<Vec<_>>()
     });
     Ok(review(base.info, head.info, errors, clusters))
