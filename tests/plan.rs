@@ -430,6 +430,38 @@ fn labels_from_the_state_note_or_the_inventory() {
 }
 
 #[test]
+fn clusters_joining_and_leaving_the_fleet() {
+    let repo = Repo::new();
+    let base = git(repo.path(), &["rev-parse", "HEAD"]).trim().to_string();
+    repo.edit(
+        "clusters/fleet.yaml",
+        "  name: staging-eu-1\n  labels: {env: staging, region: eu}",
+        "  name: staging-eu-2\n  labels: {env: staging, region: eu}",
+    );
+    let head = repo.commit("replace staging-eu-1 by staging-eu-2");
+    let (code, markdown) = repo.plan(&base, &head, "markdown");
+    assert_eq!(code, 1, "{markdown}");
+    assert!(
+        markdown.contains("| `staging-eu-1` (leaves the fleet) | 0 | 0 | 0 | 0 |"),
+        "{markdown}"
+    );
+    assert!(
+        markdown.contains("`staging-eu-2` (joins the fleet)"),
+        "{markdown}"
+    );
+    assert!(markdown.contains("deletes nothing there"), "{markdown}");
+    let (_, json) = repo.plan(&base, &head, "json");
+    let json: serde_json::Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(cluster(&json, "staging-eu-1")["membership"], "leaves");
+    let joined = cluster(&json, "staging-eu-2");
+    assert_eq!(joined["membership"], "joins");
+    assert!(
+        joined["counts"]["added"].as_u64().expect("added") > 0,
+        "{joined}"
+    );
+}
+
+#[test]
 fn output_file_and_bad_revision() {
     let repo = Repo::new();
     let out = repo.path().join("plan.md");
