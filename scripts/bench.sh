@@ -25,6 +25,12 @@
 #            the apiservers' audit logs (edit completed → flotilla's re-apply completed), median
 #            and max; the daemon's RSS with every watch running; its CPU over 30 s of nothing
 #            changing (utime+stime from /proc)
+#   plan     `flotilla plan` (render mode, no clusters) of a generated repository of 1000 clusters
+#            × 20 templated profiles × 10 ConfigMaps, head = one template value of one profile
+#            changed (1000 clusters × 1 object changed): wall time and peak RSS of the markdown
+#            plan (target ≤ 2 s, ≤ 300 MiB); then the worst case, every cluster relabelled (every
+#            profile rendered on both sides, every object changed; at most 3 runs); the same
+#            size in --quick
 # --quick: 1 run each, 2 profiles, helm with N = 10 only, drift with 3 × 50 objects and 5 edits
 # (a smoke test; CI may run it).
 set -euo pipefail
@@ -38,15 +44,17 @@ while [ $# -gt 0 ]; do
     --quick) quick=1; runs=1; shift ;;
     --runs) runs=$2; shift 2 ;;
     -h | --help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
-    sync | latency | helm | drift) workloads+=("$1"); shift ;;
+    sync | latency | helm | drift | plan) workloads+=("$1"); shift ;;
     *) echo "bench: unknown argument $1" >&2; exit 2 ;;
   esac
 done
-[ ${#workloads[@]} -gt 0 ] || workloads=(sync latency helm drift)
+[ ${#workloads[@]} -gt 0 ] || workloads=(sync latency helm drift plan)
 profiles=20 releases=(10 50 100)
 [ $quick -eq 1 ] && profiles=2 releases=(10)
-# sync and latency need 3 clusters; helm needs one (c1), so `bench.sh helm` starts only that.
-clusters=(c1)
+# sync and latency need 3 clusters; helm needs one (c1), so `bench.sh helm` starts only that;
+# plan needs none.
+clusters=()
+case " ${workloads[*]} " in *" helm "*) clusters=(c1) ;; esac
 case " ${workloads[*]} " in *" sync "* | *" latency "* | *" drift "*) clusters=(c1 c2 c3) ;; esac
 
 # Other work on the machine competes for the same cores: its load average goes into the heading.
@@ -67,8 +75,10 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-scripts/local-clusters.sh up --dir "$work/fleet" --owner-pid $$ \
-  --names "$(IFS=,; echo "${clusters[*]}")" >/dev/null
+if [ ${#clusters[@]} -gt 0 ]; then
+  scripts/local-clusters.sh up --dir "$work/fleet" --owner-pid $$ \
+    --names "$(IFS=,; echo "${clusters[*]}")" >/dev/null
+fi
 
 # A config repo: 3 clusters, $profiles profiles of 10 ConfigMaps each (templated with the
 # cluster's name), one namespace profile they depend on.
@@ -274,6 +284,24 @@ make_drift_repo() {
     done
     printf 'apiVersion: flotilla.dev/v1alpha1\nkind: ClusterProfile\nmetadata:\n  name: d%s\nspec:\n  clusterSelector: {}\n  syncMode: ContinuousWithDriftDetection\n  dependsOn: [bench-ns]\n  policyRefs:\n  - {path: manifests/d%s}\n' \
       "$p" "$p" > "$repo/profiles/d$p.yaml"
+  done
+}
+
+# The plan workload's repository: $1 clusters, $2 profiles of 10 templated ConfigMaps each.
+make_plan_repo() {
+  local repo=$1 n=$2 np=$3 c p o
+  mkdir -p "$repo/clusters" "$repo/profiles" "$repo/manifests"
+  for ((c = 1; c <= n; c++)); do
+    printf -- '---\napiVersion: flotilla.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: c%s\n  labels: {env: bench, shard: s%s}\n' "$c" "$((c % 10))"
+  done > "$repo/clusters/fleet.yaml"
+  for ((p = 1; p <= np; p++)); do
+    mkdir -p "$repo/manifests/p$p"
+    for ((o = 1; o <= 10; o++)); do
+      printf 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: p%s-o%s\n  namespace: bench\ndata:\n  cluster: "{{ cluster.metadata.name }}"\n  shard: "{{ cluster.metadata.labels.shard }}"\n  value: "v1"\n' \
+        "$p" "$o" > "$repo/manifests/p$p/o$o.yaml"
+    done
+    printf 'apiVersion: flotilla.dev/v1alpha1\nkind: ClusterProfile\nmetadata:\n  name: p%s\nspec:\n  clusterSelector: {matchLabels: {env: bench}}\n  policyRefs:\n  - {path: manifests/p%s, template: true}\n' \
+      "$p" "$p" > "$repo/profiles/p$p.yaml"
   done
 }
 
@@ -510,6 +538,40 @@ PY
       row drift-idle "daemon CPU while nothing changes (${idle} s, watches open)" \
         "-" "$cpu_pct % of one core"
       ;;
+    plan)
+      rm -rf "$work/plan"
+      make_plan_repo "$work/plan" 1000 20
+      git init -q -b main "$work/plan"
+      git -C "$work/plan" add -A
+      commit "$work/plan" "base"
+      sed -i 's/value: "v1"/value: "v2"/' "$work/plan/manifests/p7/o3.yaml"
+      commit "$work/plan" "head: one template value"
+      walls=() rsss=()
+      for ((r = 1; r <= runs; r++)); do
+        # Exit 1 (something would change) is the expected outcome.
+        read -r wall rss <<<"$(measure bash -c '"$@"; [ $? -eq 1 ]' plan "$flotilla" plan \
+          --repo "$work/plan" --base HEAD~1 --head HEAD --output "$work/plan.md")"
+        walls+=("$wall") rsss+=("$rss")
+      done
+      grep -q '1000 of 1000 clusters would change' "$work/plan.md" || {
+        echo "bench: plan: unexpected output" >&2; head -n 20 "$work/plan.md" >&2; exit 1; }
+      row plan "flotilla plan, 1000 clusters × 20 profiles × 10 objects, 1 value changed" \
+        "$(printf '%s\n' "${walls[@]}" | median) s ($(printf '%s\n' "${walls[@]}" | spread))" \
+        "$(( $(max "${rsss[@]}") / 1024 )) MiB peak RSS; $(wc -c < "$work/plan.md") B markdown"
+      # Worst case: a label of every cluster changes, so every profile of every cluster is
+      # rendered on both sides and every object differs (200,000 diffs).
+      sed -i 's/shard: s/shard: t/' "$work/plan/clusters/fleet.yaml"
+      commit "$work/plan" "relabel every cluster"
+      walls=() rsss=()
+      for ((r = 1; r <= (runs < 3 ? runs : 3); r++)); do
+        read -r wall rss <<<"$(measure bash -c '"$@"; [ $? -eq 1 ]' plan "$flotilla" plan \
+          --repo "$work/plan" --base HEAD~1 --head HEAD --output "$work/plan.md")"
+        walls+=("$wall") rsss+=("$rss")
+      done
+      row plan-all "the same, every cluster relabelled: 20,000 profile renders per side" \
+        "$(printf '%s\n' "${walls[@]}" | median) s ($(printf '%s\n' "${walls[@]}" | spread))" \
+        "$(( $(max "${rsss[@]}") / 1024 )) MiB peak RSS"
+      ;;
   esac
 done
 
@@ -520,7 +582,11 @@ table=$(
   echo
   echo "Command: \`scripts/bench.sh $args\` ($runs runs each; median (min–max)); flotilla $(git rev-parse --short HEAD), release build;"
   echo "load average (1/5/15 min) $load_before before the build and the clusters, $(cut -d' ' -f1-3 /proc/loadavg) at the end;"
-  echo "kube-apiserver $(sort -V "${FLOTILLA_TESTBIN:-$HOME/.cache/flotilla/testbin}/kube-versions" | tail -n 1), one etcd, ${#clusters[@]} apiserver(s) on this machine."
+  if [ ${#clusters[@]} -gt 0 ]; then
+    echo "kube-apiserver $(sort -V "${FLOTILLA_TESTBIN:-$HOME/.cache/flotilla/testbin}/kube-versions" | tail -n 1), one etcd, ${#clusters[@]} apiserver(s) on this machine."
+  else
+    echo "no control planes (plan only)."
+  fi
   echo
   echo "| workload | what | time | other |"
   echo "|---|---|---|---|"

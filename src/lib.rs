@@ -15,5 +15,6 @@ pub mod helm;
 pub mod plan;
 pub mod render;
 pub mod report;
+pub mod review;
 pub mod select;
 pub mod source;

@@ -108,6 +108,48 @@ enum Command {
         #[command(flatten)]
         git: GitArgs,
     },
+    /// What merging head into base would do, per cluster (render mode: no cluster access).
+    /// Exit 0 when nothing would change, 1 when something would, 2 on an error.
+    Plan {
+        /// Local directory of the config repository.
+        #[arg(long, env = "FLOTILLA_REPO")]
+        repo: PathBuf,
+        /// The old revision (the pull request's target).
+        #[arg(long, env = "FLOTILLA_BASE")]
+        base: String,
+        /// The new revision (the pull request's head).
+        #[arg(long, env = "FLOTILLA_HEAD")]
+        head: String,
+        /// Config root inside the repository.
+        #[arg(long, env = "FLOTILLA_PATH")]
+        path: Option<String>,
+        /// Notes ref of the human note; labels come from `<ref>-state`.
+        #[arg(
+            long,
+            default_value = "refs/notes/flotilla",
+            env = "FLOTILLA_NOTES_REF"
+        )]
+        notes_ref: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = PlanFormat::Markdown, env = "FLOTILLA_FORMAT")]
+        format: PlanFormat,
+        /// Write the plan here instead of stdout.
+        #[arg(long, env = "FLOTILLA_OUTPUT")]
+        output: Option<PathBuf>,
+        /// kustomize binary for kustomizationRefs (default: `kustomize` on PATH, then
+        /// scripts/testbin.sh's cache; without one they are reported as not expanded).
+        #[arg(long, env = "FLOTILLA_KUSTOMIZE_BIN")]
+        kustomize_bin: Option<PathBuf>,
+    },
+}
+
+/// Output of `flotilla plan`.
+#[derive(Clone, Copy, ValueEnum)]
+enum PlanFormat {
+    /// A pull-request comment.
+    Markdown,
+    /// docs/plan.md's schema.
+    Json,
 }
 
 /// Flags shared by `sync` and `run`.
@@ -301,6 +343,33 @@ fn main() -> ExitCode {
             notes_ref,
             git,
         } => status(&repo, &branch, rev.as_deref(), &notes_ref, &git),
+        Command::Plan {
+            repo,
+            base,
+            head,
+            path,
+            notes_ref,
+            format,
+            output,
+            kustomize_bin,
+        } => {
+            return match plan(
+                &repo,
+                &base,
+                &head,
+                path,
+                notes_ref,
+                format,
+                output.as_deref(),
+                kustomize_bin.as_deref(),
+            ) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(2)
+                }
+            };
+        }
     };
     match result {
         Ok(code) => code,
@@ -652,4 +721,55 @@ fn status(
     }
     print!("{}", state.table());
     Ok(ExitCode::SUCCESS)
+}
+
+/// `flotilla plan` in render mode: both commits rendered offline and compared.
+#[allow(clippy::too_many_arguments)]
+fn plan(
+    repo: &Path,
+    base: &str,
+    head: &str,
+    path: Option<String>,
+    notes_ref: String,
+    format: PlanFormat,
+    output: Option<&Path>,
+    kustomize_bin: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    // A local directory only (a clone with both revisions): no fetch, no mirror, no credentials.
+    if !repo.is_dir() {
+        bail!(
+            "--repo {}: not a directory (plan reads a local clone with both revisions)",
+            repo.display()
+        );
+    }
+    let source = flotilla::git::GitSource::open(
+        &repo.to_string_lossy(),
+        "main",
+        flotilla::git::Credentials::default(),
+        &std::env::temp_dir(),
+    )?;
+    // An explicit binary must exist; without one, kustomizationRefs are reported unexpanded.
+    let kustomize = match kustomize::Kustomize::locate(kustomize_bin) {
+        Ok(tool) => Some(tool),
+        Err(e) if kustomize_bin.is_some() => return Err(e.into()),
+        Err(_) => None,
+    };
+    let options = flotilla::review::commits::Options {
+        subdir: path,
+        notes_ref,
+        kustomize,
+        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let review = flotilla::review::commits::review_commits(&source, base, head, &options)?;
+    let text = match format {
+        PlanFormat::Markdown => flotilla::review::markdown(&review),
+        PlanFormat::Json => review.to_json(),
+    };
+    match output {
+        Some(file) => {
+            std::fs::write(file, &text).with_context(|| format!("writing {}", file.display()))?
+        }
+        None => print!("{text}"),
+    }
+    Ok(ExitCode::from(review.exit_code()))
 }

@@ -15,6 +15,7 @@
 //! are process-wide and left at their defaults here.
 
 mod auth;
+mod history;
 mod known_hosts;
 mod notes;
 mod refs;
