@@ -86,6 +86,10 @@ enum Command {
         /// queries only); a cluster whose labels changed gets a pass at once.
         #[arg(long, default_value = "60s", value_parser = parse_duration, env = "FLOTILLA_CLASSIFY_INTERVAL")]
         classify_interval: Duration,
+        /// Glob of refs (e.g. 'refs/pull/*/head') whose new head commits get a plan note under
+        /// `<notes-ref>-plan`, rendered against the merge base with the branch.
+        #[arg(long, env = "FLOTILLA_PLAN_REFS")]
+        plan_refs: Option<String>,
     },
     /// What the notes say: clusters × profiles with their status, as a table.
     Status {
@@ -266,6 +270,7 @@ impl SyncArgs {
             },
             interval,
             classify_interval: Duration::from_secs(60),
+            plan_refs: None,
             concurrency: self.concurrency,
             cache_dir: self.git.cache_dir(),
             credentials: self.git.credentials(),
@@ -331,9 +336,11 @@ fn main() -> ExitCode {
             sync,
             interval,
             classify_interval,
+            plan_refs,
         } => run(daemon::Options {
             watch_drift: true,
             classify_interval,
+            plan_refs,
             ..sync.options(interval)
         }),
         Command::Status {

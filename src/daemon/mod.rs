@@ -7,6 +7,7 @@ mod labels;
 mod pass;
 mod refs;
 mod releases;
+mod review;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -86,12 +87,19 @@ pub struct Options {
     /// Watch what `ContinuousWithDriftDetection` profiles applied and repair drift (`run`;
     /// a single `sync --once` has nobody left to watch).
     pub watch_drift: bool,
+    /// Glob of refs whose head commits get a plan note (`run --plan-refs 'refs/pull/*/head'`).
+    pub plan_refs: Option<String>,
 }
 
 impl Options {
     /// The state notes ref.
     pub fn state_ref(&self) -> String {
         format!("{}-state", self.notes_ref)
+    }
+
+    /// The notes ref of pull-request plans (`--plan-refs`).
+    pub fn plan_ref(&self) -> String {
+        format!("{}-plan", self.notes_ref)
     }
 }
 
@@ -282,6 +290,8 @@ pub struct Daemon {
     repairs: Vec<DriftRepair>,
     /// The last pass's report, to rewrite its note when a drift repair arrives.
     last_report: Option<PassReport>,
+    /// Heads of `--plan-refs` refs that have a plan note (those still matching).
+    planned: std::collections::BTreeSet<String>,
     /// Watchers of the objects templateResourceRefs read (only under `run`).
     refs: Option<refs::RefWatchers>,
 }
@@ -328,6 +338,7 @@ impl Daemon {
             drift: None,
             repairs: Vec::new(),
             last_report: None,
+            planned: Default::default(),
             refs: None,
         })
     }
@@ -581,6 +592,9 @@ impl Daemon {
                     }
                 }
                 Err(e) => error!(error = %e, "poll failed; retrying next interval"),
+            }
+            if let Err(e) = self.review_refs().await {
+                error!(error = %e, "planning review refs failed; retrying next interval");
             }
             if *shutdown.borrow() {
                 break;
