@@ -118,9 +118,10 @@ enum Command {
         /// Local directory of the config repository.
         #[arg(long, env = "FLOTILLA_REPO")]
         repo: PathBuf,
-        /// The old revision (the pull request's target).
-        #[arg(long, env = "FLOTILLA_BASE")]
-        base: String,
+        /// The old revision (the pull request's target); not used with `--live`, where the
+        /// clusters themselves are the old side.
+        #[arg(long, env = "FLOTILLA_BASE", required_unless_present = "live")]
+        base: Option<String>,
         /// The new revision (the pull request's head).
         #[arg(long, env = "FLOTILLA_HEAD")]
         head: String,
@@ -144,6 +145,16 @@ enum Command {
         /// scripts/testbin.sh's cache; without one they are reported as not expanded).
         #[arg(long, env = "FLOTILLA_KUSTOMIZE_BIN")]
         kustomize_bin: Option<PathBuf>,
+        /// Diff head against what each cluster really holds (server-side dry-run), so drift and
+        /// admission errors show up; needs `--kubeconfig-dir`.
+        #[arg(long, requires = "kubeconfig_dir")]
+        live: bool,
+        /// With `--live`: where the inventory's kubeconfig files are.
+        #[arg(long, env = "FLOTILLA_KUBECONFIG_DIR")]
+        kubeconfig_dir: Option<PathBuf>,
+        /// With `--live`: the cluster holding Local objects and management templateResourceRefs.
+        #[arg(long, env = "FLOTILLA_MANAGEMENT_CLUSTER")]
+        management_cluster: Option<String>,
     },
 }
 
@@ -359,16 +370,26 @@ fn main() -> ExitCode {
             format,
             output,
             kustomize_bin,
+            live,
+            kubeconfig_dir,
+            management_cluster,
         } => {
+            // `--live` requires `--kubeconfig-dir` (clap checks it).
+            let live = if live {
+                kubeconfig_dir.map(|dir| (dir, management_cluster))
+            } else {
+                None
+            };
             return match plan(
                 &repo,
-                &base,
+                base.as_deref(),
                 &head,
                 path,
                 notes_ref,
                 format,
                 output.as_deref(),
                 kustomize_bin.as_deref(),
+                live,
             ) {
                 Ok(code) => code,
                 Err(e) => {
@@ -734,13 +755,14 @@ fn status(
 #[allow(clippy::too_many_arguments)]
 fn plan(
     repo: &Path,
-    base: &str,
+    base: Option<&str>,
     head: &str,
     path: Option<String>,
     notes_ref: String,
     format: PlanFormat,
     output: Option<&Path>,
     kustomize_bin: Option<&Path>,
+    live: Option<(PathBuf, Option<String>)>,
 ) -> anyhow::Result<ExitCode> {
     // A local directory only (a clone with both revisions): no fetch, no mirror, no credentials.
     if !repo.is_dir() {
@@ -761,13 +783,28 @@ fn plan(
         Err(e) if kustomize_bin.is_some() => return Err(e.into()),
         Err(_) => None,
     };
-    let options = flotilla::review::commits::Options {
-        subdir: path,
-        notes_ref,
-        kustomize,
-        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+    let review = match (live, base) {
+        // Live: the clusters are the old side (`--base` is not used).
+        (Some((kubeconfig_dir, management_cluster)), _) => {
+            let options = flotilla::review::live::LiveOptions {
+                subdir: path,
+                kubeconfig_dir,
+                management_cluster,
+                kustomize,
+            };
+            runtime()?.block_on(flotilla::review::live::review_live(&source, head, &options))?
+        }
+        (None, Some(base)) => {
+            let options = flotilla::review::commits::Options {
+                subdir: path,
+                notes_ref,
+                kustomize,
+                threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            };
+            flotilla::review::commits::review_commits(&source, base, head, &options)?
+        }
+        (None, None) => bail!("--base is required without --live"),
     };
-    let review = flotilla::review::commits::review_commits(&source, base, head, &options)?;
     let text = match format {
         PlanFormat::Markdown => flotilla::review::markdown(&review),
         PlanFormat::Json => review.to_json(),

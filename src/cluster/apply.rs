@@ -293,6 +293,48 @@ pub async fn apply_object(target: &Target, object: &Value, dry_run: bool) -> Res
     Ok(serde_json::to_value(result).unwrap_or(Value::Null))
 }
 
+/// One rendered object as the cluster would take it (`flotilla plan --live`).
+#[derive(Debug, Clone)]
+pub struct Preview {
+    /// Object key (namespace defaulted as apply does).
+    pub key: String,
+    /// The object as rendered, namespace defaulted.
+    pub object: Value,
+    /// The live object, `None` when it does not exist.
+    pub live: Option<Value>,
+    /// The server-side dry-run result of applying it, or the server's refusal.
+    pub result: Result<Value, String>,
+}
+
+/// What applying `objects` would do to the cluster, without writing: each object's live state
+/// and the server-side dry-run of its apply (forced, manager `flotilla`), so admission errors
+/// and drift show up. Reads and dry-runs only.
+pub async fn preview(target: &Target, objects: &[Value]) -> Result<Vec<Preview>, String> {
+    let prepared = prepare(target, objects).await?;
+    let previews = futures::stream::iter(prepared.into_iter().map(|p| async move {
+        let live = read_live(target, &p.object).await;
+        let result = apply_object(target, &p.object, true).await;
+        match live {
+            Ok(live) => Preview {
+                key: p.key,
+                object: p.object,
+                live,
+                result,
+            },
+            Err(e) => Preview {
+                key: p.key,
+                object: p.object,
+                live: None,
+                result: Err(e),
+            },
+        }
+    }))
+    .buffered(APPLY_CONCURRENCY)
+    .collect()
+    .await;
+    Ok(previews)
+}
+
 /// The API handle, name and key of an applied object (its kind resolved by discovery).
 async fn api_of(
     target: &Target,

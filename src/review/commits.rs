@@ -41,12 +41,12 @@ pub struct Options {
 }
 
 /// kustomize outputs of one side by (path, targetNamespace): the same for every cluster.
-type Built = BTreeMap<(String, Option<String>), Result<Arc<Vec<Value>>, String>>;
+pub(super) type Built = BTreeMap<(String, Option<String>), Result<Arc<Vec<Value>>, String>>;
 
 /// One loaded side.
-struct Loaded {
-    repo: Result<ConfigRepo, config::Diagnostics>,
-    info: CommitInfo,
+pub(super) struct Loaded {
+    pub(super) repo: Result<ConfigRepo, config::Diagnostics>,
+    pub(super) info: CommitInfo,
 }
 
 /// The review of `base..head`. Blocking (git, kustomize subprocesses, rendering): call it from a
@@ -124,7 +124,11 @@ pub fn review_commits(
 }
 
 /// Resolves and loads one side.
-fn load(source: &GitSource, rev: &str, options: &Options) -> Result<Loaded, ReviewError> {
+pub(super) fn load(
+    source: &GitSource,
+    rev: &str,
+    options: &Options,
+) -> Result<Loaded, ReviewError> {
     let commit = source.resolve(rev)?;
     let subject = source.commit_summary(&commit)?;
     let tree = source.snapshot(&commit, options.subdir.as_deref())?;
@@ -135,7 +139,7 @@ fn load(source: &GitSource, rev: &str, options: &Options) -> Result<Loaded, Revi
 }
 
 /// A config-root path as a repository path.
-fn shown(options: &Options, file: &str) -> String {
+pub(super) fn shown(options: &Options, file: &str) -> String {
     match options.subdir.as_deref().map(|s| s.trim_matches('/')) {
         Some(s) if !s.is_empty() => format!("{s}/{file}"),
         _ => file.to_string(),
@@ -164,7 +168,7 @@ fn latest_state_note(
 }
 
 /// Builds every kustomizationRef of a side once.
-async fn build_all(repo: &ConfigRepo, tool: Kustomize) -> Built {
+pub(super) async fn build_all(repo: &ConfigRepo, tool: Kustomize) -> Built {
     let workspace = Workspace::new(Ok(tool));
     let mut out = Built::new();
     for profile in repo.profiles.values() {
@@ -427,7 +431,7 @@ impl Context<'_> {
 
 /// [`render::kustomize::expand`] from outputs built beforehand (synchronous, so clusters render
 /// on plain threads).
-fn expand(built: &Built, rendered: &mut RenderedProfile) -> Result<(), RenderError> {
+pub(super) fn expand(built: &Built, rendered: &mut RenderedProfile) -> Result<(), RenderError> {
     for k in std::mem::take(&mut rendered.kustomizations) {
         let key = (k.path.clone(), k.target_namespace.clone());
         let objects = match built.get(&key) {

@@ -108,9 +108,24 @@ fn blocks(review: &Review) -> Vec<String> {
             }
         )
     };
+    let unreachable = review
+        .clusters
+        .iter()
+        .filter(|c| c.unreachable.is_some())
+        .count();
+    if unreachable > 0 {
+        let _ = write!(
+            summary,
+            "**{unreachable} cluster{} could not be asked** (see below).\n\n",
+            plural(unreachable)
+        );
+    }
     // The table lists clusters that change (or fail); sections also show pending and notes.
     let changing = |c: &ClusterReview| {
-        c.counts.any_change() || c.counts.errors > 0 || c.membership != Membership::Stays
+        c.counts.any_change()
+            || c.counts.errors > 0
+            || c.membership != Membership::Stays
+            || c.unreachable.is_some()
     };
     let rows: Vec<&ClusterReview> = review.clusters.iter().filter(|c| changing(c)).collect();
     let detailed: Vec<&ClusterReview> =
@@ -135,7 +150,11 @@ fn blocks(review: &Review) -> Vec<String> {
             c.counts.changed,
             c.counts.removed,
             c.counts.errors,
-            label_source(&c.labels)
+            if c.unreachable.is_some() {
+                "unreachable".to_string()
+            } else {
+                label_source(&c.labels)
+            }
         ));
     }
     if rows.len() > TABLE_ROWS {
@@ -185,6 +204,9 @@ fn blocks(review: &Review) -> Vec<String> {
                 what.push(format!("{n} {word}"));
             }
         }
+        if members[0].unreachable.is_some() {
+            what.push("unreachable".into());
+        }
         if what.is_empty() {
             what.push("no change".into());
         }
@@ -210,6 +232,12 @@ fn cluster_body(c: &ClusterReview) -> String {
     }
     if c.paused {
         out.push_str("Paused: nothing is applied until `spec.paused` is removed.\n\n");
+    }
+    if let Some(why) = &c.unreachable {
+        let _ = write!(
+            out,
+            "Could not be asked, so nothing is known about it: {why}\n\n"
+        );
     }
     for p in &c.profiles {
         profile_body(&mut out, p);
@@ -315,6 +343,7 @@ fn label_source(labels: &LabelSource) -> String {
     match labels {
         LabelSource::Inventory => "inventory".into(),
         LabelSource::StateNote { commit, .. } => format!("state note `{}`", short(commit)),
+        LabelSource::Live { .. } => "live".into(),
     }
 }
 

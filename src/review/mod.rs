@@ -9,6 +9,7 @@
 //! sides is in [`commits`] (an adapter), so the daemon can call the same code on its own commits.
 
 pub mod commits;
+pub mod live;
 mod markdown;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -114,6 +115,12 @@ pub enum LabelSource {
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         classifier_labels: BTreeMap<String, String>,
     },
+    /// Live mode: head's inventory labels plus the classifiers evaluated against the cluster now.
+    Live {
+        /// Classifier labels it earned (key → value).
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        classifier_labels: BTreeMap<String, String>,
+    },
 }
 
 /// The cluster's place in the fleet.
@@ -173,12 +180,17 @@ pub struct ClusterReview {
     pub counts: Counts,
     /// Per profile of either side that says something (changes, errors, pending, notes).
     pub profiles: Vec<ProfileReview>,
+    /// Live mode: why the cluster could not be asked (reported, not fatal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreachable: Option<String>,
 }
 
 impl ClusterReview {
     /// Whether the cluster has anything to show beyond its table row.
     pub fn has_details(&self) -> bool {
-        !self.profiles.is_empty() || self.membership != Membership::Stays
+        !self.profiles.is_empty()
+            || self.membership != Membership::Stays
+            || self.unreachable.is_some()
     }
 }
 
@@ -428,6 +440,7 @@ pub fn compare_cluster(input: ClusterInput) -> ClusterReview {
         labels: input.labels,
         counts,
         profiles,
+        unreachable: None,
     }
 }
 
