@@ -124,4 +124,20 @@ async fn live_plan_shows_drift_prunes_and_unreachable_clusters() {
         "one is still planned:\n{}",
         run.stdout
     );
+
+    // An object the apiserver refuses (validation at dry-run time): that profile's error, exit 2.
+    repo.write(
+        "manifests/app/service.yaml",
+        "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: default\nspec:\n  ports:\n  - {port: 70000}\n",
+    );
+    repo.commit("a service with an invalid port");
+    let run = plan_live(&repo, &fleet, "markdown");
+    assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .contains("the cluster refuses the apply (server-side dry-run)")
+            && run.stdout.contains("Service/default/web"),
+        "{}",
+        run.stdout
+    );
 }
