@@ -33,15 +33,18 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::ser::{Error as _, SerializeMap as _, SerializeSeq as _};
 use serde::{Serialize, Serializer};
 use tera::value::Key;
+
+use crate::config::yaml::check_manifests;
 use tera::{Context, Error, ErrorKind, Kwargs, Map, ReportError, State, Tera, TeraResult, Value};
 
 /// Renders untrusted templates from the config repo: strict, with no access to environment,
 /// files or network.
 ///
 /// It is `Send + Sync`, so one instance can be shared by every render. It remembers the
-/// templates it compiled (and the last context it converted), because a fleet renders the same
-/// few sources for every cluster: compiling each once is most of what a render costs otherwise.
-/// A clone starts with an empty memory.
+/// templates it compiled, the last context it converted and the non-templated manifests it
+/// parsed ([`Sandbox::manifests`]), because a fleet renders the same few sources for every
+/// cluster and redoing that work per cluster dominated a fleet's render time. The memory is
+/// bounded, holds only pure results, and a clone starts with an empty one.
 #[derive(Debug)]
 pub struct Sandbox {
     /// Holds only the safe filters/tests/functions and never any template: every compile clones
@@ -51,9 +54,17 @@ pub struct Sandbox {
     memo: Mutex<Memo>,
 }
 
+/// What [`check_manifests`] makes of a text: its objects, or the line and message of the first
+/// problem.
+pub type ParsedManifests = Result<Vec<serde_json::Value>, (usize, String)>;
+
 /// How many compiled templates a [`Sandbox`] keeps before it forgets them all, so memory stays
 /// flat however many distinct sources a repository has.
 const MEMO_TEMPLATES: usize = 512;
+
+/// How many bytes of manifest text a [`Sandbox`] keeps parsed before it forgets them all (the
+/// parsed objects take a few times that).
+const MEMO_MANIFEST_BYTES: usize = 8 << 20;
 
 /// What a [`Sandbox`] remembers between renders. Only pure results are kept: a compiled template
 /// is a function of its name and source, a tera context of the JSON it was converted from.
@@ -64,6 +75,10 @@ struct Memo {
     templates: HashMap<String, HashMap<String, Result<Arc<Tera>, TemplateError>>>,
     /// How many compiled templates `templates` holds in all.
     compiled: usize,
+    /// Non-templated manifest text → what [`check_manifests`] made of it.
+    manifests: HashMap<String, Arc<ParsedManifests>>,
+    /// Total length of the keys of `manifests`.
+    manifest_bytes: usize,
     /// The last context given to `render` and its conversion: the renders of one cluster share
     /// one context.
     context: Option<(serde_json::Value, Context)>,
@@ -169,6 +184,31 @@ impl Sandbox {
         let tera = self.compiled(name, source)?;
         tera.render(name, &context)
             .map_err(|e| TemplateError::from_tera(&e, source))
+    }
+
+    /// [`check_manifests`] of a text that is not a template, parsed once per sandbox: a file
+    /// every cluster gets as is would otherwise be parsed again for each of them. The objects
+    /// are copies the caller may change.
+    pub fn manifests(&self, text: &str) -> ParsedManifests {
+        if let Some(known) = self.memo().manifests.get(text).cloned() {
+            return (*known).clone();
+        }
+        let parsed = Arc::new(check_manifests(text));
+        if text.len() <= MEMO_MANIFEST_BYTES {
+            let mut memo = self.memo();
+            if memo.manifest_bytes + text.len() > MEMO_MANIFEST_BYTES {
+                memo.manifests.clear();
+                memo.manifest_bytes = 0;
+            }
+            if memo
+                .manifests
+                .insert(text.to_string(), Arc::clone(&parsed))
+                .is_none()
+            {
+                memo.manifest_bytes += text.len();
+            }
+        }
+        Arc::unwrap_or_clone(parsed)
     }
 
     /// The one-template copy of the sandbox for (`name`, `source`), compiled on first use and
@@ -623,6 +663,24 @@ mod tests {
             );
         }
         assert!(sandbox.memo().compiled <= MEMO_TEMPLATES);
+    }
+
+    #[test]
+    fn remembered_manifests_parse_like_fresh_ones() {
+        let sandbox = Sandbox::new();
+        let text = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n";
+        let mut first = sandbox.manifests(text);
+        assert_eq!(first, check_manifests(text));
+        // The caller's copy is its own: changing it does not change what comes back next.
+        if let Ok(objects) = &mut first {
+            objects.clear();
+        }
+        assert_eq!(sandbox.manifests(text), check_manifests(text));
+        let bad = "apiVersion: v1\nkind: ConfigMap\n";
+        assert!(check_manifests(bad).is_err());
+        for _ in 0..2 {
+            assert_eq!(sandbox.manifests(bad), check_manifests(bad));
+        }
     }
 
     #[test]
