@@ -62,9 +62,10 @@ pub type ParsedManifests = Result<Vec<serde_json::Value>, (usize, String)>;
 /// flat however many distinct sources a repository has.
 const MEMO_TEMPLATES: usize = 512;
 
-/// How many bytes of manifest text a [`Sandbox`] keeps parsed before it forgets them all (the
-/// parsed objects take a few times that).
-const MEMO_MANIFEST_BYTES: usize = 8 << 20;
+/// How many bytes of manifest text a [`Sandbox`] keeps parsed before it forgets them all. The
+/// parsed objects take up to about 25 times their text (measured with small ConfigMaps), so this
+/// bounds the memo to a few tens of MiB.
+const MEMO_MANIFEST_BYTES: usize = 1 << 20;
 
 /// What a [`Sandbox`] remembers between renders. Only pure results are kept: a compiled template
 /// is a function of its name and source, a tera context of the JSON it was converted from.
