@@ -420,7 +420,12 @@ fn render_policy_ref(
         } else {
             text
         };
-        let documents = check_manifests(&rendered).map_err(|(line, message)| RenderError {
+        let parsed = if template {
+            check_manifests(&rendered)
+        } else {
+            sandbox.manifests(&rendered)
+        };
+        let documents = parsed.map_err(|(line, message)| RenderError {
             origin: Origin {
                 file: file.clone(),
                 line: if template {

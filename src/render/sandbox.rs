@@ -3,8 +3,9 @@
 //! Templates come from the config repository, so they are treated as untrusted: the sandbox is a
 //! [`tera::Tera`] (tera 2) that holds no templates, only a fixed set of filters, tests and
 //! functions that are pure functions of their input. Each `check`/`render` works on a cheap clone
-//! of that instance holding exactly one template, so nothing one template does can be seen by the
-//! next, and `{% include %}`/`{% extends %}` can only ever name a template that does not exist.
+//! of that instance holding exactly one template (`render` keeps it for the next render of the
+//! same source), so nothing one template does can be seen by the next, and
+//! `{% include %}`/`{% extends %}` can only ever name a template that does not exist.
 //!
 //! What tera 2.4 gives us, and what this module adds on top of it:
 //! - Strictness: tera 2 errors on an undefined variable or attribute when it is printed, iterated,
@@ -23,24 +24,75 @@
 //!   by versions ordered by key anyway, and `to_yaml` / `to_json` sort map keys. Without this a
 //!   map loop would render differently per run and cause needless re-applies.
 
+use std::collections::HashMap;
 use std::ops::Range;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::ser::{Error as _, SerializeMap as _, SerializeSeq as _};
 use serde::{Serialize, Serializer};
 use tera::value::Key;
+
+use crate::config::yaml::check_manifests;
 use tera::{Context, Error, ErrorKind, Kwargs, Map, ReportError, State, Tera, TeraResult, Value};
 
 /// Renders untrusted templates from the config repo: strict, with no access to environment,
 /// files or network.
 ///
-/// It is cheap to clone and `Send + Sync`, so one instance can be shared by every render.
-#[derive(Debug, Clone)]
+/// It is `Send + Sync`, so one instance can be shared by every render. It remembers the
+/// templates it compiled, the last context it converted and the non-templated manifests it
+/// parsed ([`Sandbox::manifests`]), because a fleet renders the same few sources for every
+/// cluster and redoing that work per cluster dominated a fleet's render time. The memory is
+/// bounded, holds only pure results, and a clone starts with an empty one.
+#[derive(Debug)]
 pub struct Sandbox {
-    /// Holds only the safe filters/tests/functions and never any template: every call clones it
-    /// and adds the one template it works on, so templates never see each other.
+    /// Holds only the safe filters/tests/functions and never any template: every compile clones
+    /// it and adds the one template it works on, so templates never see each other.
     tera: Tera,
+    /// Compiled one-template copies of `tera` and the last converted context.
+    memo: Mutex<Memo>,
+}
+
+/// What [`check_manifests`] makes of a text: its objects, or the line and message of the first
+/// problem.
+pub type ParsedManifests = Result<Vec<serde_json::Value>, (usize, String)>;
+
+/// How many compiled templates a [`Sandbox`] keeps before it forgets them all, so memory stays
+/// flat however many distinct sources a repository has.
+const MEMO_TEMPLATES: usize = 512;
+
+/// How many bytes of manifest text a [`Sandbox`] keeps parsed before it forgets them all. The
+/// parsed objects take up to about 25 times their text (measured with small ConfigMaps), so this
+/// bounds the memo to a few tens of MiB.
+const MEMO_MANIFEST_BYTES: usize = 1 << 20;
+
+/// What a [`Sandbox`] remembers between renders. Only pure results are kept: a compiled template
+/// is a function of its name and source, a tera context of the JSON it was converted from.
+#[derive(Debug, Default)]
+struct Memo {
+    /// source → name → the one-template tera instance, or the error compiling it gave
+    /// (nested so a lookup needs no owned key).
+    templates: HashMap<String, HashMap<String, Result<Arc<Tera>, TemplateError>>>,
+    /// How many compiled templates `templates` holds in all.
+    compiled: usize,
+    /// Non-templated manifest text → what [`check_manifests`] made of it.
+    manifests: HashMap<String, Arc<ParsedManifests>>,
+    /// Total length of the keys of `manifests`.
+    manifest_bytes: usize,
+    /// The last context given to `render` and its conversion: the renders of one cluster share
+    /// one context.
+    context: Option<(serde_json::Value, Context)>,
+}
+
+impl Clone for Sandbox {
+    /// The same filters; the copy compiles its own templates.
+    fn clone(&self) -> Self {
+        Self {
+            tera: self.tera.clone(),
+            memo: Mutex::default(),
+        }
+    }
 }
 
 /// Why a template could not be parsed or rendered, in a form fit for a status note.
@@ -87,7 +139,10 @@ impl Sandbox {
         tera.register_filter("b64encode", b64encode);
         tera.register_filter("b64decode", b64decode);
 
-        Self { tera }
+        Self {
+            tera,
+            memo: Mutex::default(),
+        }
     }
 
     /// Parses `source` without rendering it (used by `flotilla validate`), so a bad template is
@@ -112,13 +167,81 @@ impl Sandbox {
                 message: "template context must be a JSON object".to_string(),
             });
         }
-        let context = Context::from_serialize(context).map_err(|e| TemplateError {
-            line: None,
-            message: format!("invalid template context: {e}"),
-        })?;
-        let tera = self.compile(name, source)?;
+        let remembered = match &self.memo().context {
+            Some((json, converted)) if json == context => Some(converted.clone()),
+            _ => None,
+        };
+        let context = match remembered {
+            Some(converted) => converted,
+            None => {
+                let converted = Context::from_serialize(context).map_err(|e| TemplateError {
+                    line: None,
+                    message: format!("invalid template context: {e}"),
+                })?;
+                self.memo().context = Some((context.clone(), converted.clone()));
+                converted
+            }
+        };
+        let tera = self.compiled(name, source)?;
         tera.render(name, &context)
             .map_err(|e| TemplateError::from_tera(&e, source))
+    }
+
+    /// [`check_manifests`] of a text that is not a template, parsed once per sandbox: a file
+    /// every cluster gets as is would otherwise be parsed again for each of them. The objects
+    /// are copies the caller may change.
+    pub fn manifests(&self, text: &str) -> ParsedManifests {
+        if let Some(known) = self.memo().manifests.get(text).cloned() {
+            return (*known).clone();
+        }
+        let parsed = Arc::new(check_manifests(text));
+        if text.len() <= MEMO_MANIFEST_BYTES {
+            let mut memo = self.memo();
+            if memo.manifest_bytes + text.len() > MEMO_MANIFEST_BYTES {
+                memo.manifests.clear();
+                memo.manifest_bytes = 0;
+            }
+            if memo
+                .manifests
+                .insert(text.to_string(), Arc::clone(&parsed))
+                .is_none()
+            {
+                memo.manifest_bytes += text.len();
+            }
+        }
+        Arc::unwrap_or_clone(parsed)
+    }
+
+    /// The one-template copy of the sandbox for (`name`, `source`), compiled on first use and
+    /// remembered (errors too), so every cluster rendering the same source shares one compile.
+    fn compiled(&self, name: &str, source: &str) -> Result<Arc<Tera>, TemplateError> {
+        if let Some(known) = self
+            .memo()
+            .templates
+            .get(source)
+            .and_then(|names| names.get(name))
+        {
+            return known.clone();
+        }
+        // Compiled outside the lock: another thread may compile the same source meanwhile,
+        // which only costs time (both results are the same).
+        let compiled = self.compile(name, source).map(Arc::new);
+        let mut memo = self.memo();
+        if memo.compiled >= MEMO_TEMPLATES {
+            memo.templates.clear();
+            memo.compiled = 0;
+        }
+        let names = memo.templates.entry(source.to_string()).or_default();
+        if names.insert(name.to_string(), compiled.clone()).is_none() {
+            memo.compiled += 1;
+        }
+        compiled
+    }
+
+    /// The memo, also after a panic elsewhere poisoned the lock: it holds only finished pure
+    /// results, never a half-made one.
+    fn memo(&self) -> MutexGuard<'_, Memo> {
+        self.memo.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Returns a one-template copy of the sandbox: the clone is a few hundred nanoseconds (it
@@ -505,6 +628,60 @@ mod tests {
     fn sandbox_is_send_sync_and_clone() {
         fn assert_traits<T: Send + Sync + Clone + Default>() {}
         assert_traits::<Sandbox>();
+    }
+
+    #[test]
+    fn remembered_templates_and_contexts_render_like_fresh_ones() {
+        let sandbox = Sandbox::new();
+        let source = "name: {{ cluster.metadata.name }}";
+        let context = |name: &str| json!({"cluster": {"metadata": {"name": name}}});
+        for name in ["a", "b", "a", "b"] {
+            let rendered = sandbox.render("t.yaml", source, &context(name));
+            assert_eq!(rendered, Ok(format!("name: {name}")));
+        }
+        // The same source under another name is its own template; errors are remembered as is.
+        let bad = "{{ cluster.metadata.name | nope }}";
+        let fresh = Sandbox::new().render("u.yaml", bad, &context("a"));
+        assert!(fresh.is_err());
+        for _ in 0..2 {
+            assert_eq!(sandbox.render("u.yaml", bad, &context("a")), fresh);
+        }
+        // An undefined variable is still an error with a remembered template and context.
+        let undefined = sandbox.render("t.yaml", source, &json!({"other": 1}));
+        assert_eq!(
+            undefined.map_err(|e| e.undefined_variable().map(str::to_string)),
+            Err(Some("cluster".to_string()))
+        );
+        // Templates never see each other, remembered or not.
+        let include = sandbox.render("i.yaml", "{% include \"t.yaml\" %}", &context("a"));
+        assert!(include.is_err());
+        // The memory is bounded: past the limit it starts over.
+        for i in 0..MEMO_TEMPLATES + 5 {
+            let source = format!("n: {i}");
+            assert_eq!(
+                sandbox.render("t.yaml", &source, &context("a")),
+                Ok(source.clone())
+            );
+        }
+        assert!(sandbox.memo().compiled <= MEMO_TEMPLATES);
+    }
+
+    #[test]
+    fn remembered_manifests_parse_like_fresh_ones() {
+        let sandbox = Sandbox::new();
+        let text = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n";
+        let mut first = sandbox.manifests(text);
+        assert_eq!(first, check_manifests(text));
+        // The caller's copy is its own: changing it does not change what comes back next.
+        if let Ok(objects) = &mut first {
+            objects.clear();
+        }
+        assert_eq!(sandbox.manifests(text), check_manifests(text));
+        let bad = "apiVersion: v1\nkind: ConfigMap\n";
+        assert!(check_manifests(bad).is_err());
+        for _ in 0..2 {
+            assert_eq!(sandbox.manifests(bad), check_manifests(bad));
+        }
     }
 
     #[test]
