@@ -157,6 +157,14 @@ sed -i 's/quota: {cpu: "4", memory: 8Gi, pods: 20}/quota: {cpu: "8", memory: 16G
   "$dir/work/profiles/team-quotas.yaml"
 git -C "$dir/work" diff --stat
 git -C "$dir/work" -c user.name=demo -c user.email=demo@example.com commit -q -a -m "team-quotas: double staging's budget"
+echo
+echo "== flotilla plan --base HEAD~1 --head HEAD (what a reviewer sees before the merge; abridged)"
+# The daemon's state notes give the plan each cluster's labels as the last sync saw them.
+git -C "$dir/work" fetch -q "$dir/config.git" 'refs/notes/*:refs/notes/*'
+plan_rc=0
+"$flotilla" plan --repo "$dir/work" --base HEAD~1 --head HEAD --output "$dir/plan.md" || plan_rc=$?
+echo "(exit $plan_rc: 1 means something would change)"
+sed -n '1,/^<\/details>/p' "$dir/plan.md" | sed -E 's/^/    /' | cut -c1-140
 git -C "$dir/work" push -q "$dir/config.git" main
 
 sync
