@@ -319,6 +319,21 @@ struct Piece {
     secret: bool,
 }
 
+impl Piece {
+    /// The piece's text for this cluster: rendered when it is a template (an error is located
+    /// at the piece and withholds Secret content), else as written.
+    fn into_text(mut self, sandbox: &Sandbox, context: &Value) -> Result<(Piece, String), Stop> {
+        let text = std::mem::take(&mut self.text);
+        if !self.template {
+            return Ok((self, text));
+        }
+        let rendered = sandbox
+            .render(&self.label, &text, context)
+            .map_err(|e| template_stop(&self.file, self.first_line, &e, self.secret))?;
+        Ok((self, rendered))
+    }
+}
+
 /// The texts a reference names: the entries of a `sources/` document (`kind` + `name`), or the
 /// manifest files at a repo `path` (a file, or the YAML files of a folder). Shared by policyRefs
 /// and valuesFrom, which read sources the same way and differ only in what the text must be.
@@ -404,22 +419,16 @@ fn render_policy_ref(
         at,
         "",
     )?;
-    for Piece {
-        label,
-        file,
-        first_line,
-        text,
-        template,
-        secret,
-    } in pieces
-    {
-        let rendered = if template {
-            sandbox
-                .render(&label, &text, context)
-                .map_err(|e| template_stop(&file, first_line, &e, secret))?
-        } else {
-            text
-        };
+    for piece in pieces {
+        let (piece, rendered) = piece.into_text(sandbox, context)?;
+        let Piece {
+            label,
+            file,
+            first_line,
+            template,
+            secret,
+            ..
+        } = piece;
         let parsed = if template {
             check_manifests(&rendered)
         } else {
@@ -521,22 +530,16 @@ fn render_release(
             &origin,
             "valuesFrom: ",
         )?;
-        for Piece {
-            label,
-            file,
-            first_line,
-            text,
-            template,
-            secret,
-        } in pieces
-        {
-            let text = if template {
-                sandbox
-                    .render(&label, &text, context)
-                    .map_err(|e| template_stop(&file, first_line, &e, secret))?
-            } else {
-                text
-            };
+        for piece in pieces {
+            let (piece, text) = piece.into_text(sandbox, context)?;
+            let Piece {
+                label,
+                file,
+                first_line,
+                template,
+                secret,
+                ..
+            } = piece;
             let parsed = check_values(&text).map_err(|(line, message)| RenderError {
                 origin: Origin {
                     file: file.clone(),
