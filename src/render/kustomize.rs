@@ -612,17 +612,27 @@ pub async fn expand(
                 origin: k.origin.clone(),
                 message: format!("kustomizationRef {}: {e}", k.path),
             })?;
-        for object in objects.iter() {
-            let mut object = object.clone();
-            stamp(&mut object, &rendered.profile);
-            rendered.objects.push(RenderedObject {
-                source: format!("kustomize {}", k.path),
-                deployment_type: k.deployment_type,
-                object,
-            });
-        }
+        add_built(rendered, &k, &objects);
     }
     Ok(())
+}
+
+/// Adds the objects a kustomizationRef built to the profile's render, stamped as its own (the
+/// pass and `flotilla plan` build differently but add the same way).
+pub fn add_built(
+    rendered: &mut RenderedProfile,
+    k: &super::KustomizationTarget,
+    objects: &[Value],
+) {
+    for object in objects {
+        let mut object = object.clone();
+        stamp(&mut object, &rendered.profile);
+        rendered.objects.push(RenderedObject {
+            source: format!("kustomize {}", k.path),
+            deployment_type: k.deployment_type,
+            object,
+        });
+    }
 }
 
 #[cfg(test)]

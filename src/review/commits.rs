@@ -20,7 +20,7 @@ use crate::config::{self, Cluster, ConfigRepo, StopMatchingBehavior};
 use crate::git::GitSource;
 use crate::render::kustomize::{Kustomize, Workspace};
 use crate::render::sandbox::Sandbox;
-use crate::render::{self, RenderError, RenderedObject, RenderedProfile};
+use crate::render::{self, RenderError, RenderedProfile};
 use crate::report::StateNote;
 use crate::source::{Entry, FileTree};
 
@@ -449,15 +449,7 @@ pub(super) fn expand(built: &Built, rendered: &mut RenderedProfile) -> Result<()
                 });
             }
         };
-        for object in objects.iter() {
-            let mut object = object.clone();
-            render::stamp(&mut object, &rendered.profile);
-            rendered.objects.push(RenderedObject {
-                source: format!("kustomize {}", k.path),
-                deployment_type: k.deployment_type,
-                object,
-            });
-        }
+        render::kustomize::add_built(rendered, &k, objects);
     }
     Ok(())
 }
