@@ -292,37 +292,25 @@ impl Ctx<'_> {
             Err(e) => Err(e),
         };
         let rendered = match rendered {
-            Ok(r) if !r.pending.is_empty() => {
-                let deployed = self
-                    .deployed(
-                        target,
-                        remote.get(&profile.name),
-                        local.get(&profile.name),
-                        &[],
-                    )
-                    .await;
-                return (
-                    side(ProfileState::Rendered(deployed)),
-                    side(ProfileState::Pending(r.pending)),
-                );
-            }
-            Ok(r) => r,
-            Err(e) => {
-                let deployed = self
-                    .deployed(
-                        target,
-                        remote.get(&profile.name),
-                        local.get(&profile.name),
-                        &[],
-                    )
-                    .await;
-                return (
-                    side(ProfileState::Rendered(deployed)),
-                    side(ProfileState::Error(format!(
+            Ok(r) if r.pending.is_empty() => r,
+            // Pending or failed: head says why; the live side is what is deployed.
+            other => {
+                let head = match other {
+                    Ok(r) => ProfileState::Pending(r.pending),
+                    Err(e) => ProfileState::Error(format!(
                         "{}:{}: {}",
                         e.origin.file, e.origin.line, e.message
-                    ))),
-                );
+                    )),
+                };
+                let deployed = self
+                    .deployed(
+                        target,
+                        remote.get(&profile.name),
+                        local.get(&profile.name),
+                        &[],
+                    )
+                    .await;
+                return (side(ProfileState::Rendered(deployed)), side(head));
             }
         };
         let (live_side, head_side) = self.preview(profile, rendered, target, remote, local).await;
