@@ -31,7 +31,17 @@
 #            plan (target ≤ 2 s, ≤ 300 MiB); then the worst case, every cluster relabelled (every
 #            profile rendered on both sides, every object changed; at most 3 runs); the same
 #            size in --quick
-# --quick: 1 run each, 2 profiles, helm with N = 10 only, drift with 3 × 50 objects and 5 edits
+#   mttp     the Flux MTTP test's shape: 1 cluster, 1 profile, N apps (ServiceAccount, Service,
+#            Deployment with replicas 0, Ingress; plain files, manifests/mttp/appI.yaml) plus their
+#            Namespace, N = 100, 500, 1000: `sync --once` wall time from start to notes pushed and
+#            peak RSS, all 4N objects counted afterwards; the no-op pass (writes, must be 0, and
+#            requests); and, in the same run against the same apiserver, kubectl's baseline with
+#            the identical objects in another namespace: one `kubectl apply --server-side` of the
+#            directory, and one invocation per app (the whole loop; for N ≥ 500 in the first
+#            run only: ~0.2 s per kubectl process). Every run uses fresh
+#            namespaces (a bare apiserver has no namespace controller: deleted ones never go).
+# --quick: 1 run each, 2 profiles, helm with N = 10 only, drift with 3 × 50 objects and 5 edits,
+# mttp with N = 100 only
 # (a smoke test; CI may run it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,17 +54,17 @@ while [ $# -gt 0 ]; do
     --quick) quick=1; runs=1; shift ;;
     --runs) runs=$2; shift 2 ;;
     -h | --help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
-    sync | latency | helm | drift | plan) workloads+=("$1"); shift ;;
+    sync | latency | helm | drift | plan | mttp) workloads+=("$1"); shift ;;
     *) echo "bench: unknown argument $1" >&2; exit 2 ;;
   esac
 done
-[ ${#workloads[@]} -gt 0 ] || workloads=(sync latency helm drift plan)
-profiles=20 releases=(10 50 100)
-[ $quick -eq 1 ] && profiles=2 releases=(10)
-# sync and latency need 3 clusters; helm needs one (c1), so `bench.sh helm` starts only that;
-# plan needs none.
+[ ${#workloads[@]} -gt 0 ] || workloads=(sync latency helm drift plan mttp)
+profiles=20 releases=(10 50 100) apps=(100 500 1000)
+[ $quick -eq 1 ] && profiles=2 releases=(10) apps=(100)
+# sync and latency need 3 clusters; helm and mttp need one (c1), so `bench.sh helm` starts only
+# that; plan needs none.
 clusters=()
-case " ${workloads[*]} " in *" helm "*) clusters=(c1) ;; esac
+case " ${workloads[*]} " in *" helm "* | *" mttp "*) clusters=(c1) ;; esac
 case " ${workloads[*]} " in *" sync "* | *" latency "* | *" drift "*) clusters=(c1 c2 c3) ;; esac
 
 # Other work on the machine competes for the same cores: its load average goes into the heading.
@@ -305,6 +315,95 @@ make_plan_repo() {
   done
 }
 
+# mttp_manifests DIR NAMESPACE N: the Namespace (DIR/00-namespace.yaml, first in file order for
+# kubectl) and N apps, DIR/appI.yaml each a ServiceAccount, a Service, a Deployment with
+# replicas 0 and an Ingress, labelled bench=mttp (what mttp_count counts).
+mttp_manifests() {
+  local dir=$1 ns=$2 n=$3 i
+  mkdir -p "$dir"
+  printf 'apiVersion: v1\nkind: Namespace\nmetadata:\n  name: %s\n' "$ns" > "$dir/00-namespace.yaml"
+  for ((i = 1; i <= n; i++)); do
+    cat > "$dir/app$i.yaml" <<YAML
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: app$i
+  namespace: $ns
+  labels: {bench: mttp, app: app$i}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: app$i
+  namespace: $ns
+  labels: {bench: mttp, app: app$i}
+spec:
+  selector: {app: app$i}
+  ports:
+  - {name: http, port: 80, targetPort: 8080}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: app$i
+  namespace: $ns
+  labels: {bench: mttp, app: app$i}
+spec:
+  replicas: 0
+  selector:
+    matchLabels: {app: app$i}
+  template:
+    metadata:
+      labels: {app: app$i}
+    spec:
+      serviceAccountName: app$i
+      containers:
+      - name: app
+        image: registry.invalid/flotilla-bench/app:0.1.0
+        ports:
+        - {containerPort: 8080}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: app$i
+  namespace: $ns
+  labels: {bench: mttp, app: app$i}
+spec:
+  rules:
+  - host: app$i.mttp.example
+    http:
+      paths:
+      - path: /
+        pathType: Prefix
+        backend:
+          service:
+            name: app$i
+            port: {number: 80}
+YAML
+  done
+}
+
+# make_mttp_repo DIR NAMESPACE N: cluster c1 and one profile with the Namespace and the N apps.
+make_mttp_repo() {
+  local repo=$1
+  mkdir -p "$repo/clusters" "$repo/profiles"
+  printf 'apiVersion: flotilla.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: c1\n  labels: {env: bench}\n' \
+    > "$repo/clusters/fleet.yaml"
+  mttp_manifests "$repo/manifests/mttp" "$2" "$3"
+  printf 'apiVersion: flotilla.dev/v1alpha1\nkind: ClusterProfile\nmetadata:\n  name: mttp\nspec:\n  clusterSelector: {matchLabels: {env: bench}}\n  policyRefs:\n  - {path: manifests/mttp}\n' \
+    > "$repo/profiles/mttp.yaml"
+}
+
+# mttp_count NAMESPACE → how many ServiceAccounts, Services, Deployments and Ingresses labelled
+# bench=mttp the namespace holds on c1
+mttp_count() {
+  "$kubectl" --kubeconfig "$work/fleet/c1.kubeconfig" get sa,svc,deploy,ingress -n "$1" \
+    -l bench=mttp --no-headers 2>/dev/null | wc -l
+}
+
+kubectl=${FLOTILLA_TESTBIN:-$HOME/.cache/flotilla/testbin}/kubectl
+
 # cpu_ticks PID → utime + stime of the process, in clock ticks
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
@@ -472,7 +571,6 @@ PY
     drift)
       objects=500 edits=20 idle=30
       [ $quick -eq 1 ] && objects=50 edits=5 idle=10
-      kubectl=${FLOTILLA_TESTBIN:-$HOME/.cache/flotilla/testbin}/kubectl
       rm -rf "$work/drift"
       make_drift_repo "$work/drift" "$objects"
       git init -q -b main "$work/drift"
@@ -571,6 +669,70 @@ PY
       row plan-all "the same, every cluster relabelled: 20,000 profile renders per side" \
         "$(printf '%s\n' "${walls[@]}" | median) s ($(printf '%s\n' "${walls[@]}" | spread))" \
         "$(( $(max "${rsss[@]}") / 1024 )) MiB peak RSS"
+      ;;
+    mttp)
+      for n in "${apps[@]}"; do
+        walls=() rsss=() noop_walls=() noop_writes=() noop_totals=() one_walls=() loop_walls=()
+        for ((r = 1; r <= runs; r++)); do
+          id=mttp-$n-$r
+          rm -rf "$work/repo-$id" "$work/bare-$id.git" "$work/cache-$id" "$work/kubectl-$id"
+          make_mttp_repo "$work/repo-$id" "$id" "$n"
+          git init -q -b main "$work/repo-$id"
+          git -C "$work/repo-$id" add -A
+          commit "$work/repo-$id" "mttp bench $id"
+          git init -q --bare -b main "$work/bare-$id.git"
+          git -C "$work/repo-$id" push -q "$work/bare-$id.git" main
+          mttp_sync=("$flotilla" sync --once --repo "file://$work/bare-$id.git" "${sync_args[@]}"
+            --cache-dir "$work/cache-$id" --notes-ref "refs/notes/$id")
+          read -r wall rss <<<"$(measure "${mttp_sync[@]}")"
+          walls+=("$wall") rsss+=("$rss")
+          got=$(mttp_count "$id")
+          [ "$got" -eq $((4 * n)) ] || {
+            echo "bench: mttp $id: $got of $((4 * n)) objects after sync --once" >&2
+            cat "$work/stderr" >&2
+            exit 1
+          }
+          # The no-op pass: same commit, everything in sync.
+          read -ra since <<<"$(audit_lines)"
+          read -r wall rss <<<"$(measure "${mttp_sync[@]}")"
+          read -r writes total <<<"$(count_requests "${since[@]}")"
+          noop_walls+=("$wall") noop_writes+=("$writes") noop_totals+=("$total")
+          # kubectl, the identical objects in namespace kubectl-N-r: one invocation of the
+          # directory (the Namespace file sorts first) ...
+          mttp_manifests "$work/kubectl-$id/one" "kubectl-$n-$r" "$n"
+          read -r wall rss <<<"$(measure "$kubectl" --kubeconfig "$work/fleet/c1.kubeconfig" \
+            apply --server-side --force-conflicts -f "$work/kubectl-$id/one")"
+          one_walls+=("$wall")
+          got=$(mttp_count "kubectl-$n-$r")
+          [ "$got" -eq $((4 * n)) ] || { echo "bench: mttp $id: kubectl applied $got of $((4 * n))" >&2; exit 1; }
+          # ... and one invocation per app (the Namespace first, in the timed loop), in namespace
+          # kubectl-loop-N-r; ~0.2 s per kubectl process, so for N ≥ 500 in the first run only.
+          [ "$n" -ge 500 ] && [ "$r" -gt 1 ] && continue
+          mttp_manifests "$work/kubectl-$id/loop" "kubectl-loop-$n-$r" "$n"
+          # shellcheck disable=SC2016 # the loop's script expands its own arguments
+          read -r wall rss <<<"$(measure bash -c 'k=$1 cfg=$2 dir=$3 n=$4
+            "$k" --kubeconfig "$cfg" apply --server-side -f "$dir/00-namespace.yaml" || exit 1
+            for ((i = 1; i <= n; i++)); do
+              "$k" --kubeconfig "$cfg" apply --server-side -f "$dir/app$i.yaml" || exit 1
+            done' loop "$kubectl" "$work/fleet/c1.kubeconfig" "$work/kubectl-$id/loop" "$n")"
+          loop_walls+=("$wall")
+          got=$(mttp_count "kubectl-loop-$n-$r")
+          [ "$got" -eq $((4 * n)) ] || { echo "bench: mttp $id: the kubectl loop applied $got of $((4 * n))" >&2; exit 1; }
+        done
+        fl=$(printf '%s\n' "${walls[@]}" | median)
+        one=$(printf '%s\n' "${one_walls[@]}" | median)
+        row mttp "commit → $((4 * n)) objects applied, 1 cluster (flotilla sync --once)" \
+          "$fl s ($(printf '%s\n' "${walls[@]}" | spread))" \
+          "$(( $(max "${rsss[@]}") / 1024 )) MiB peak RSS; flotilla/kubectl (one apply) $(awk -v a="$fl" -v b="$one" 'BEGIN {printf "%.2f", a / b}')"
+        what="the same $n apps, kubectl apply --server-side: one invocation; one per app"
+        [ ${#loop_walls[@]} -eq "$runs" ] || what+=" [${#loop_walls[@]} run]"
+        row mttp-kubectl "$what" \
+          "$one s ($(printf '%s\n' "${one_walls[@]}" | spread)); $(printf '%s\n' "${loop_walls[@]}" | median) s ($(printf '%s\n' "${loop_walls[@]}" | spread))" \
+          "target: 1000 apps ≤ 30 s, not slower than one kubectl apply (Flux: 4m15s/1000, 16 cores)"
+        row mttp-noop "second sync --once, no new commit ($((4 * n + 1)) objects in sync)" \
+          "$(printf '%s\n' "${noop_walls[@]}" | median) s ($(printf '%s\n' "${noop_walls[@]}" | spread))" \
+          "writes $(max "${noop_writes[@]}"), requests $(printf '%s\n' "${noop_totals[@]}" | median)"
+      done
       ;;
   esac
 done
