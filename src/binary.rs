@@ -62,3 +62,44 @@ fn testbin_dir() -> Option<PathBuf> {
 fn canonical(path: PathBuf) -> PathBuf {
     std::fs::canonicalize(&path).unwrap_or(path)
 }
+
+/// A tool's cleaned error output as a note line: cut to at most `max` bytes (on a character
+/// boundary, with a visible marker), and never empty, so a silent failure still says so.
+pub fn capped_message(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut cut = max;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str(" [truncated]");
+    }
+    if text.is_empty() {
+        "(no message)".into()
+    } else {
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::capped_message;
+
+    #[test]
+    fn messages_are_capped_on_a_character_boundary_and_never_empty() {
+        let cases = [
+            ("short", 10, "short"),
+            ("", 10, "(no message)"),
+            ("abcdef", 3, "abc [truncated]"),
+            // "é" is two bytes: a cut inside it moves back to the boundary.
+            ("aé", 2, "a [truncated]"),
+        ];
+        for (text, max, want) in cases {
+            assert_eq!(
+                capped_message(text.to_string(), max),
+                want,
+                "{text:?}/{max}"
+            );
+        }
+    }
+}

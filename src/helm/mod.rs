@@ -656,25 +656,13 @@ pub fn clean_stderr(stderr: &str, hide: &[(&str, &str)]) -> String {
             text = text.replace(path, replacement);
         }
     }
-    let mut text = text
+    let text = text
         .lines()
         .map(|l| l.strip_prefix("Error: ").unwrap_or(l))
         .filter(|l| !l.trim().is_empty())
         .collect::<Vec<_>>()
         .join("; ");
-    if text.len() > MAX {
-        let mut cut = MAX;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push_str(" [truncated]");
-    }
-    if text.is_empty() {
-        "(no message)".into()
-    } else {
-        text
-    }
+    crate::binary::capped_message(text, MAX)
 }
 
 #[cfg(test)]

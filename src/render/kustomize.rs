@@ -329,19 +329,7 @@ fn clean_stderr(stderr: &str, root: &Path) -> String {
     if let Some(rest) = text.strip_prefix("Error: ") {
         text = rest.to_string();
     }
-    if text.len() > MAX_STDERR {
-        let mut cut = MAX_STDERR;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push_str(" [truncated]");
-    }
-    if text.is_empty() {
-        "(no message)".into()
-    } else {
-        text
-    }
+    crate::binary::capped_message(text, MAX_STDERR)
 }
 
 // --------------------------------------------------------------------------------- adapter
