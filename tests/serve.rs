@@ -511,16 +511,39 @@ async fn health_readiness_and_metrics_follow_the_passes() {
         None,
         "the old commit's series stays: {samples:?}"
     );
+    // With nothing new, the next polls find the branch unchanged.
+    let unchanged = wait_until(
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        || async {
+            value(
+                &scrape(&addr).await,
+                "flotilla_git_polls_total",
+                &[("result", "unchanged")],
+            ) >= Some(1.0)
+        },
+    )
+    .await;
     assert!(
-        value(
-            &samples,
-            "flotilla_git_polls_total",
-            &[("result", "unchanged")]
-        ) >= Some(1.0)
+        unchanged.is_some(),
+        "no unchanged poll counted:\n{}",
+        daemon.log()
     );
     assert_eq!(
         value(&samples, "flotilla_errors_total", &[("cluster", "one")]),
         None
+    );
+
+    // SIGTERM stops the listener with the daemon.
+    let mut daemon = daemon;
+    daemon.signal("-TERM");
+    let (status, _) = daemon
+        .wait_exit(Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("still running after SIGTERM:\n{}", daemon.log()));
+    assert!(status.success(), "{status}:\n{}", daemon.log());
+    assert!(
+        tokio::net::TcpStream::connect(&addr).await.is_err(),
+        "{addr} still answers after the daemon exited"
     );
 }
 
