@@ -339,10 +339,12 @@ fn the_parser_is_strict() {
 
 // ------------------------------------------------------------------------------ the tests
 
-fn base_config(repo: &ConfigRepo) {
+/// Cluster `one` (and the `clusters` given) get profile `web`: Namespace `apps`, ConfigMap
+/// `settings`.
+fn base_config(repo: &ConfigRepo, clusters: &[(&str, &str)]) {
     repo.write(
         "clusters/fleet.yaml",
-        &clusters_yaml(&[("one", "env: prod")]),
+        &clusters_yaml(&[&[("one", "env: prod")], clusters].concat()),
     )
     .write("manifests/web/ns.yaml", NS)
     .write(
@@ -373,7 +375,7 @@ async fn health_readiness_and_metrics_follow_the_passes() {
     let fleet = ControlPlanes::builder().names(&["one"]).start();
     let repo = ConfigRepo::new();
     // The first commit is invalid: it is noted, but no pass runs, so the daemon is not ready.
-    base_config(&repo);
+    base_config(&repo, &[]);
     repo.write(
         "profiles/web.yaml",
         &profile_yaml(
@@ -424,13 +426,30 @@ async fn health_readiness_and_metrics_follow_the_passes() {
         "{samples:?}"
     );
 
-    // A valid commit: ready, objects counted for (one, web), the commit is the applied one.
-    base_config(&repo);
+    // A valid commit: ready — though cluster `ghost` (no kubeconfig) is unreachable — objects
+    // counted for (one, web), the commit is one's applied one, ghost's error is counted.
+    base_config(&repo, &[("ghost", "env: prod")]);
     let first = repo.commit("valid");
     wait_for_note(&repo, &first, &daemon).await;
     let ready = get(&addr, "/readyz").await;
     assert_eq!(ready.status, 200, "{}", ready.body);
     let samples = scrape(&addr).await;
+    assert!(
+        value(
+            &samples,
+            "flotilla_errors_total",
+            &[("cluster", "ghost"), ("kind", "unreachable")]
+        ) >= Some(1.0),
+        "{samples:?}"
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "flotilla_last_successful_sync_timestamp_seconds",
+            &[("cluster", "ghost")]
+        ),
+        None
+    );
     let web = [("cluster", "one"), ("profile", "web")];
     let created = |s: &[Sample]| {
         value(
@@ -553,7 +572,7 @@ async fn a_signed_webhook_polls_at_once_and_a_bad_one_triggers_nothing() {
     let client = fleet.client("one").await;
     let configmaps: Api<ConfigMap> = Api::namespaced(client, "apps");
     let repo = ConfigRepo::new();
-    base_config(&repo);
+    base_config(&repo, &[]);
     let first = repo.commit("first");
     let secret_dir = tempfile::tempdir().expect("temp dir");
     let secret_file = secret_dir.path().join("secret");
