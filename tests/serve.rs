@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use hmac::{Hmac, KeyInit, Mac};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
+use kube::api::{Patch, PatchParams};
+use serde_json::json;
 use sha2::Sha256;
 use support::ControlPlanes;
 use support::daemon::{Daemon, wait_until};
@@ -339,8 +341,8 @@ fn the_parser_is_strict() {
 
 // ------------------------------------------------------------------------------ the tests
 
-/// Cluster `one` (and the `clusters` given) get profile `web`: Namespace `apps`, ConfigMap
-/// `settings`.
+/// Cluster `one` (and the `clusters` given) get profile `web` (drift detection): Namespace
+/// `apps`, ConfigMap `settings`.
 fn base_config(repo: &ConfigRepo, clusters: &[(&str, &str)]) {
     repo.write(
         "clusters/fleet.yaml",
@@ -355,7 +357,7 @@ fn base_config(repo: &ConfigRepo, clusters: &[(&str, &str)]) {
         "profiles/web.yaml",
         &profile_yaml(
             "web",
-            "  clusterSelector: {}\n  policyRefs:\n  - {path: manifests/web}\n",
+            "  clusterSelector: {}\n  syncMode: ContinuousWithDriftDetection\n  policyRefs:\n  - {path: manifests/web}\n",
         ),
     );
 }
@@ -551,6 +553,42 @@ async fn health_readiness_and_metrics_follow_the_passes() {
     assert_eq!(
         value(&samples, "flotilla_errors_total", &[("cluster", "one")]),
         None
+    );
+
+    // A drift repair is counted when it arrives (no pass needed).
+    let client = fleet.client("one").await;
+    let configmaps: Api<ConfigMap> = Api::namespaced(client, "apps");
+    let mut edits = 0;
+    let repaired = wait_until(Duration::from_secs(30), Duration::from_millis(500), || {
+        edits += 1;
+        let configmaps = configmaps.clone();
+        let addr = addr.clone();
+        async move {
+            // Edited again each try: the watches may not be up at the first one.
+            configmaps
+                .patch(
+                    "settings",
+                    &PatchParams {
+                        field_manager: Some("kubectl-edit".into()),
+                        ..PatchParams::default()
+                    },
+                    &Patch::Merge(json!({"data": {"k": format!("edited-{edits}")}})),
+                )
+                .await
+                .expect("edit the ConfigMap");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            value(
+                &scrape(&addr).await,
+                "flotilla_drift_repairs_total",
+                &[web[0], web[1], ("result", "repaired")],
+            ) >= Some(1.0)
+        }
+    })
+    .await;
+    assert!(
+        repaired.is_some(),
+        "no drift repair counted:\n{}",
+        daemon.log()
     );
 
     // SIGTERM stops the listener with the daemon.
