@@ -90,6 +90,8 @@ enum Command {
         /// `<notes-ref>-plan`, rendered against the merge base with the branch.
         #[arg(long, env = "FLOTILLA_PLAN_REFS")]
         plan_refs: Option<String>,
+        #[command(flatten)]
+        http: HttpArgs,
     },
     /// What the notes say: clusters × profiles with their status, as a table.
     Status {
@@ -348,12 +350,16 @@ fn main() -> ExitCode {
             interval,
             classify_interval,
             plan_refs,
-        } => run(daemon::Options {
-            watch_drift: true,
-            classify_interval,
-            plan_refs,
-            ..sync.options(interval)
-        }),
+            http,
+        } => run(
+            daemon::Options {
+                watch_drift: true,
+                classify_interval,
+                plan_refs,
+                ..sync.options(interval)
+            },
+            &http,
+        ),
         Command::Status {
             repo,
             rev,
@@ -683,9 +689,10 @@ fn sync_once(options: daemon::Options) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn run(options: daemon::Options) -> anyhow::Result<ExitCode> {
+fn run(options: daemon::Options, http: &HttpArgs) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
         let (stop, shutdown) = tokio::sync::watch::channel(false);
+        let server = http.start(shutdown.clone()).await?;
         tokio::spawn(async move {
             let mut term =
                 match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -703,9 +710,68 @@ fn run(options: daemon::Options) -> anyhow::Result<ExitCode> {
             let _ = stop.send(true);
         });
         let mut daemon = daemon::Daemon::new(options)?;
+        if let Some((shared, _)) = &server {
+            daemon = daemon.with_http(Arc::clone(shared));
+        }
         daemon.run(shutdown).await?;
+        if let Some((_, task)) = server {
+            // Requests in flight get a moment; the listener stopped taking new ones on SIGTERM.
+            match tokio::time::timeout(Duration::from_secs(5), task).await {
+                Ok(Ok(Err(e))) => tracing::error!(error = %e, "HTTP listener failed"),
+                Ok(Err(e)) => tracing::error!(error = %e, "HTTP listener task failed"),
+                Ok(Ok(Ok(()))) | Err(_) => {}
+            }
+        }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The HTTP listener of `run`.
+#[derive(clap::Args)]
+struct HttpArgs {
+    /// Address of the HTTP listener: /healthz, /readyz, /metrics, POST /hooks/git
+    /// ('' or 'off': none).
+    #[arg(long, default_value = "0.0.0.0:8080", env = "FLOTILLA_HTTP_ADDR")]
+    http_addr: String,
+    /// File holding the shared secret of POST /hooks/git (GitHub's webhook secret or GitLab's
+    /// secret token); without it the hook answers 404 and triggers nothing.
+    #[arg(long, env = "FLOTILLA_WEBHOOK_SECRET_FILE")]
+    webhook_secret_file: Option<PathBuf>,
+}
+
+type HttpServer = (
+    Arc<flotilla::serve::Shared>,
+    tokio::task::JoinHandle<Result<(), flotilla::serve::ServeError>>,
+);
+
+impl HttpArgs {
+    /// Reads the secret, binds the address and serves until `shutdown`; `None` when off.
+    async fn start(
+        &self,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> anyhow::Result<Option<HttpServer>> {
+        use flotilla::serve;
+        let Some(addr) = serve::listen_addr(&self.http_addr) else {
+            return Ok(None);
+        };
+        let secret = match &self.webhook_secret_file {
+            Some(path) => {
+                let bytes = std::fs::read(path)
+                    .with_context(|| format!("reading --webhook-secret-file {}", path.display()))?;
+                Some(serve::Secret::new(&path.display().to_string(), bytes)?)
+            }
+            None => None,
+        };
+        let listener = serve::bind(addr).await?;
+        let shared = Arc::new(serve::Shared::new());
+        let task = tokio::spawn(serve::serve(
+            listener,
+            Arc::clone(&shared),
+            secret,
+            shutdown,
+        ));
+        Ok(Some((shared, task)))
+    }
 }
 
 fn status(

@@ -23,6 +23,7 @@ use crate::git::{self, GitError, GitSource, Note};
 use crate::helm::cli::{Charts, Helm, HelmError};
 use crate::render::kustomize::{Kustomize, KustomizeError, Workspace};
 use crate::report::{self, ClusterStatus, DriftRepair, PassReport, ProfileStatus, StateNote};
+use crate::serve::{self, metrics::PollResult};
 
 use drift::DriftWatch;
 use tokio::sync::mpsc;
@@ -294,6 +295,9 @@ pub struct Daemon {
     planned: std::collections::BTreeSet<String>,
     /// Watchers of the objects templateResourceRefs read (only under `run`).
     refs: Option<refs::RefWatchers>,
+    /// Metrics, readiness and the webhook's poll requests of the HTTP listener (`run` with
+    /// `--http-addr`).
+    http: Option<Arc<serve::Shared>>,
 }
 
 impl Daemon {
@@ -340,7 +344,14 @@ impl Daemon {
             last_report: None,
             planned: Default::default(),
             refs: None,
+            http: None,
         })
+    }
+
+    /// Reports passes, polls and drift repairs to the HTTP listener, and polls when it asks.
+    pub fn with_http(mut self, shared: Arc<serve::Shared>) -> Self {
+        self.http = Some(shared);
+        self
     }
 
     fn options(&self) -> &Options {
@@ -415,6 +426,24 @@ impl Daemon {
 
     async fn pass(&mut self, commit: &str, subject: &str, repo: &ConfigRepo) -> PassReport {
         let now = tokio::time::Instant::now();
+        let report = self.pass_inner(commit, subject, repo, now).await;
+        if let Some(http) = &self.http {
+            let unix = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            http.passed(&report, now.elapsed(), unix);
+        }
+        report
+    }
+
+    /// The pass itself (`pass` times it and reports it to the HTTP listener).
+    async fn pass_inner(
+        &mut self,
+        commit: &str,
+        subject: &str,
+        repo: &ConfigRepo,
+        now: tokio::time::Instant,
+    ) -> PassReport {
         let skipped = self.backoff.skipped(now);
         let workspace = match &self.kustomize {
             Some((c, w)) if c == commit => Arc::clone(w),
@@ -579,7 +608,17 @@ impl Daemon {
             if *shutdown.borrow() {
                 break;
             }
-            match self.with_git(|g| g.poll()).await {
+            let polled = self.with_git(|g| g.poll()).await;
+            if let Some(http) = &self.http {
+                http.metrics.record_poll(match &polled {
+                    Ok(poll) if self.last_seen.as_deref() == Some(poll.commit.as_str()) => {
+                        PollResult::Unchanged
+                    }
+                    Ok(_) => PollResult::NewCommit,
+                    Err(_) => PollResult::Error,
+                });
+            }
+            match polled {
                 Ok(poll) => {
                     let new = self.last_seen.as_deref() != Some(poll.commit.as_str());
                     let result = if new {
@@ -612,6 +651,13 @@ impl Daemon {
                         }
                     } => break,
                     _ = self.fleet.wake.notified() => break,
+                    // A verified webhook: poll now (the loop polls first thing).
+                    _ = async {
+                        match &self.http {
+                            Some(http) => http.poll_requested().await,
+                            None => std::future::pending().await,
+                        }
+                    } => break,
                     _ = shutdown.changed() => break,
                     _ = classify_timer.tick() => {
                         if let Err(e) = self.reclassify().await {
@@ -643,6 +689,9 @@ impl Daemon {
             while let Ok(more) = rx.try_recv() {
                 arrived.push(more);
             }
+        }
+        if let Some(http) = &self.http {
+            http.metrics.record_repairs(&arrived);
         }
         let Some(mut report) = self.last_report.take() else {
             return;

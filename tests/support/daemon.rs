@@ -7,11 +7,14 @@ use std::time::{Duration, Instant};
 use super::ControlPlanes;
 use super::fleet::{ConfigRepo, flotilla_bin};
 
-/// A `flotilla` command with logging on (so a failing test shows what the daemon did) and no
-/// token from the test's environment.
+/// A `flotilla` command with logging on (so a failing test shows what the daemon did), no
+/// token from the test's environment, and no HTTP listener unless a test passes `--http-addr`
+/// (daemons of parallel tests would all want the default port).
 pub fn flotilla() -> Command {
     let mut cmd = Command::new(flotilla_bin());
     cmd.env_remove("FLOTILLA_GIT_TOKEN")
+        .env_remove("FLOTILLA_WEBHOOK_SECRET_FILE")
+        .env("FLOTILLA_HTTP_ADDR", "off")
         .env("FLOTILLA_LOG", "info");
     cmd
 }
