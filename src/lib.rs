@@ -17,4 +17,5 @@ pub mod render;
 pub mod report;
 pub mod review;
 pub mod select;
+pub mod shard;
 pub mod source;
