@@ -41,8 +41,8 @@ pub enum LeaseError {
         name: String,
         /// What was tried.
         action: &'static str,
-        /// The API error.
-        source: kube::Error,
+        /// The API error (boxed: kube's error is large).
+        source: Box<kube::Error>,
     },
     /// The durations cannot give the safety guarantee.
     #[error(
@@ -244,7 +244,7 @@ impl Elector {
             namespace: self.options.namespace.clone(),
             name: self.options.name.clone(),
             action,
-            source,
+            source: Box::new(source),
         }
     }
 
