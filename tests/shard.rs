@@ -234,3 +234,59 @@ async fn two_shards_split_six_clusters_and_status_and_plan_merge_their_notes() {
         assert_eq!(c["labels"]["commit"], c1.as_str(), "{c:#}");
     }
 }
+
+/// A repository whose notes were written unsharded (`refs/notes/flotilla`) cannot also hold
+/// `refs/notes/flotilla/shard-<i>`: the sharded daemon says so, naming the ref in the way. No
+/// cluster is needed (an empty inventory still gets notes).
+#[test]
+fn sharded_notes_next_to_unsharded_ones_fail_with_a_clear_error() {
+    let repo = ConfigRepo::new();
+    repo.write("clusters/fleet.yaml", "");
+    let commit = repo.commit("no clusters yet");
+    let kubeconfigs = tempfile::tempdir().expect("temp dir");
+    let once = support::fleet::flotilla_bin();
+    let out = std::process::Command::new(&once)
+        .args(["sync", "--once", "--repo", &repo.url(), "--kubeconfig-dir"])
+        .arg(kubeconfigs.path())
+        .arg("--cache-dir")
+        .arg(repo.cache_dir().join("unsharded"))
+        .env_remove("FLOTILLA_GIT_TOKEN")
+        .output()
+        .expect("run flotilla sync");
+    assert!(
+        repo.note("refs/notes/flotilla-state", &commit).is_some(),
+        "unsharded notes: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "--repo".into(),
+        repo.url().into(),
+        "--kubeconfig-dir".into(),
+        kubeconfigs.path().into(),
+        "--cache-dir".into(),
+        repo.cache_dir().join("sharded").into(),
+        "--shards".into(),
+        "2".into(),
+        "--shard-index".into(),
+        "1".into(),
+    ];
+    args.extend(no_http().into_iter().map(Into::into));
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    let daemon = Daemon::spawn(&args);
+    let started = std::time::Instant::now();
+    while !daemon.log().contains("writing notes failed")
+        && started.elapsed() < Duration::from_secs(60)
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = daemon.log();
+    assert!(
+        log.contains("refs/notes/flotilla exists (written unsharded)"),
+        "{log}"
+    );
+    assert!(
+        repo.note("refs/notes/flotilla/shard-1-state", &commit)
+            .is_none(),
+        "no shard note next to the unsharded one"
+    );
+}

@@ -583,7 +583,11 @@ impl Daemon {
             Err(DaemonError::Git(e)) if self.options().shard.sharded() => {
                 let base = self.options().notes_ref.clone();
                 let check = base.clone();
-                let e = if self.with_git(move |g| Ok(g.has_notes_ref(&check))).await? {
+                let exists = self
+                    .with_git(move |g| g.has_notes_ref(&check))
+                    .await
+                    .unwrap_or(false);
+                let e = if exists {
                     DaemonError::ShardRefConflict {
                         notes_ref: base,
                         source: e,

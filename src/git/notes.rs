@@ -119,10 +119,15 @@ impl GitSource {
         Ok(out)
     }
 
-    /// Whether the notes ref exists here (a sharded daemon cannot write `<ref>/shard-<i>` next
-    /// to an existing `<ref>`: Git refs are paths, a file and a directory of one name clash).
-    pub fn has_notes_ref(&self, notes_ref: &str) -> bool {
-        self.repo.find_reference(&full_notes_ref(notes_ref)).is_ok()
+    /// Whether the notes ref exists here or on the remote (a sharded daemon cannot write
+    /// `<ref>/shard-<i>` next to an existing `<ref>`: Git refs are paths, and a file and a
+    /// directory of one name clash).
+    pub fn has_notes_ref(&self, notes_ref: &str) -> Result<bool, GitError> {
+        let full = full_notes_ref(notes_ref);
+        if self.repo.find_reference(&full).is_ok() {
+            return Ok(true);
+        }
+        self.remote_has_ref(&full)
     }
 
     /// Writes the notes locally (replacing flotilla's previous note on each commit), then, for a
