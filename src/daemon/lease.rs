@@ -215,8 +215,10 @@ fn now() -> MicroTime {
 enum Attempt {
     /// We hold the Lease (created, renewed or taken over).
     Held,
-    /// Someone else does (or won the race).
+    /// Someone else does: its identity, and how long until it may expire.
     HeldBy(String, Duration),
+    /// Our write lost a race (409: the Lease was created or written since we read it).
+    Conflict,
 }
 
 /// Leader election over one Lease.
@@ -315,16 +317,13 @@ impl Elector {
                 Ok(Attempt::Held)
             }
             // Created or written by another replica first: it won this round.
-            Err(kube::Error::Api(status)) if status.code == 409 => Ok(Attempt::HeldBy(
-                "another replica (lost the race)".into(),
-                self.options.retry_period,
-            )),
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(Attempt::Conflict),
             Err(e) => Err(self.api_error("write", e)),
         }
     }
 
-    /// Waits until this replica holds the Lease (`Ok(true)`), or `shutdown` turns true first
-    /// (`Ok(false)`). Errors (the management cluster unreachable, no permission, no
+    /// Waits until this replica holds the Lease (`true`), or `shutdown` turns true first
+    /// (`false`). Errors (the management cluster unreachable, no permission, no
     /// namespace) are logged and retried every retry period.
     pub async fn acquire(&self, shutdown: &mut watch::Receiver<bool>) -> bool {
         let mut last_holder = String::new();
@@ -341,6 +340,7 @@ impl Elector {
                     }
                     remaining.min(self.options.retry_period)
                 }
+                Ok(Attempt::Conflict) => self.options.retry_period,
                 Err(e) => {
                     warn!(error = %e, "leader election: trying again");
                     self.options.retry_period
@@ -370,6 +370,10 @@ impl Elector {
                 Ok(Ok(Attempt::HeldBy(holder, _))) => {
                     error!(lease = %self.options.name, %holder, "lost the lease to another holder: exiting");
                     std::process::exit(1);
+                }
+                // Written by someone since we read it: read again (another holder → exit above).
+                Ok(Ok(Attempt::Conflict)) => {
+                    warn!(lease = %self.options.name, "renewing the lease conflicted; trying again")
                 }
                 Ok(Err(e)) => warn!(error = %e, "renewing the lease failed; trying again"),
                 Err(_) => warn!(lease = %self.options.name, "renewing the lease timed out"),
