@@ -18,4 +18,5 @@ pub mod report;
 pub mod review;
 pub mod select;
 pub mod serve;
+pub mod shard;
 pub mod source;

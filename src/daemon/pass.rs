@@ -71,7 +71,11 @@ pub async fn run_pass(
     let concurrency = fleet.options.concurrency.max(1);
 
     // Reach every cluster: classify it and read what is deployed there.
-    let reach = futures::stream::iter(repo.clusters.values().map(|cluster| {
+    // With shards, only this shard's clusters: the others are never reached, planned, pruned
+    // or withdrawn here.
+    let shard = fleet.options.shard;
+    let owned = repo.clusters.values().filter(|c| shard.owns(&c.name));
+    let reach = futures::stream::iter(owned.map(|cluster| {
         let management = management.as_ref();
         async move {
             if cluster.paused {

@@ -58,6 +58,10 @@ pub struct Shared {
     /// The metrics `/metrics` serves.
     pub metrics: Metrics,
     ready: AtomicBool,
+    /// A `--leader-elect` candidate waiting for the Lease: ready to take over, so it counts as
+    /// ready (a rolling update must not wait for a new replica to win the Lease, which the old
+    /// one holds until it stops).
+    standby: AtomicBool,
     poll: Notify,
 }
 
@@ -74,9 +78,15 @@ impl Shared {
         self.ready.store(true, Ordering::Release);
     }
 
-    /// Whether the first pass has finished.
+    /// Whether the first pass has finished, or this replica is a standby candidate.
     pub fn ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.ready.load(Ordering::Acquire) || self.standby.load(Ordering::Acquire)
+    }
+
+    /// Marks this replica as a candidate waiting for the Lease (`true`) or as its holder, which
+    /// is ready once its first pass has finished (`false`).
+    pub fn set_standby(&self, standby: bool) {
+        self.standby.store(standby, Ordering::Release);
     }
 
     /// Asks the loop to poll the repository now; requests before the loop next waits make
