@@ -5,7 +5,15 @@
 #
 #   scripts/bench.sh [--quick] [--runs N] [WORKLOAD...]
 #
+# Synthetic config repositories come from scripts/gen-fleet.sh. Every no-op row also gives the
+# CPU time (user + system) of the flotilla process.
+#
 # Workloads (default: all):
+#   render   `flotilla plan` (no cluster access) from a commit with only the inventory of 1000
+#            clusters to one with 20 templated profiles × 10 ConfigMaps and their Namespace
+#            profile: every (cluster, profile) pair rendered and planned, 201,000 objects added;
+#            markdown (the PR comment) and JSON (every diff); wall time, CPU time, peak RSS
+#            (target ≤ 1 s, ≤ 200 MiB)
 #   sync     one commit, 3 clusters, 20 profiles × 10 ConfigMaps: `flotilla sync --once` wall
 #            time from start to notes pushed, peak RSS; then the no-op pass: the next
 #            `sync --once` with no new commit: write requests (from the apiservers' audit logs;
@@ -39,9 +47,14 @@
 #            the identical objects in another namespace: one `kubectl apply --server-side` of the
 #            directory, and one invocation per app (the whole loop; for N ≥ 500 in the first
 #            run only: ~0.2 s per kubectl process). Every run uses fresh
-#            namespaces (a bare apiserver has no namespace controller: deleted ones never go).
+#            namespaces (a bare apiserver has no namespace controller: deleted ones never go)
+#            and its own profile name, so no run prunes an earlier run's objects.
+#   fleet    10 apiservers (one etcd), one profile of 50 templated ConfigMaps (+ Namespace):
+#            `sync --once` wall time; kubectl's baseline in the same run: the identical rendered
+#            objects (`flotilla render` per cluster, not timed) in another namespace, one
+#            `kubectl apply --server-side` per cluster, cluster by cluster; the no-op pass
 # --quick: 1 run each, 2 profiles, helm with N = 10 only, drift with 3 × 50 objects and 5 edits,
-# mttp with N = 100 only
+# mttp with N = 100 only (render, plan and fleet at their only size)
 # (a smoke test; CI may run it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -54,11 +67,11 @@ while [ $# -gt 0 ]; do
     --quick) quick=1; runs=1; shift ;;
     --runs) runs=$2; shift 2 ;;
     -h | --help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
-    sync | latency | helm | drift | plan | mttp) workloads+=("$1"); shift ;;
+    render | sync | latency | helm | drift | plan | mttp | fleet) workloads+=("$1"); shift ;;
     *) echo "bench: unknown argument $1" >&2; exit 2 ;;
   esac
 done
-[ ${#workloads[@]} -gt 0 ] || workloads=(sync latency helm drift plan mttp)
+[ ${#workloads[@]} -gt 0 ] || workloads=(render sync latency helm drift plan mttp fleet)
 profiles=20 releases=(10 50 100) apps=(100 500 1000)
 [ $quick -eq 1 ] && profiles=2 releases=(10) apps=(100)
 # sync and latency need 3 clusters; helm and mttp need one (c1), so `bench.sh helm` starts only
@@ -66,6 +79,7 @@ profiles=20 releases=(10 50 100) apps=(100 500 1000)
 clusters=()
 case " ${workloads[*]} " in *" helm "* | *" mttp "*) clusters=(c1) ;; esac
 case " ${workloads[*]} " in *" sync "* | *" latency "* | *" drift "*) clusters=(c1 c2 c3) ;; esac
+case " ${workloads[*]} " in *" fleet "*) clusters=(c1 c2 c3 c4 c5 c6 c7 c8 c9 c10) ;; esac
 
 # Other work on the machine competes for the same cores: its load average goes into the heading.
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -90,28 +104,9 @@ if [ ${#clusters[@]} -gt 0 ]; then
     --names "$(IFS=,; echo "${clusters[*]}")" >/dev/null
 fi
 
-# A config repo: 3 clusters, $profiles profiles of 10 ConfigMaps each (templated with the
-# cluster's name), one namespace profile they depend on.
-make_repo() {
-  local repo=$1
-  mkdir -p "$repo/clusters" "$repo/profiles" "$repo/manifests"
-  for c in c1 c2 c3; do
-    printf -- '---\napiVersion: flotilla.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: %s\n  labels: {env: bench}\n' "$c"
-  done > "$repo/clusters/fleet.yaml"
-  printf 'apiVersion: v1\nkind: Namespace\nmetadata:\n  name: bench\n' > "$repo/manifests/ns.yaml"
-  printf 'apiVersion: flotilla.dev/v1alpha1\nkind: ClusterProfile\nmetadata:\n  name: bench-ns\nspec:\n  clusterSelector: {}\n  policyRefs:\n  - {path: manifests/ns.yaml}\n' \
-    > "$repo/profiles/ns.yaml"
-  local p o
-  for ((p = 1; p <= profiles; p++)); do
-    mkdir -p "$repo/manifests/p$p"
-    for ((o = 1; o <= 10; o++)); do
-      printf 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: p%s-o%s\n  namespace: bench\ndata:\n  cluster: "{{ cluster.metadata.name }}"\n  profile: "p%s"\n' \
-        "$p" "$o" "$p" > "$repo/manifests/p$p/o$o.yaml"
-    done
-    printf 'apiVersion: flotilla.dev/v1alpha1\nkind: ClusterProfile\nmetadata:\n  name: p%s\nspec:\n  clusterSelector: {matchLabels: {env: bench}}\n  dependsOn: [bench-ns]\n  policyRefs:\n  - {path: manifests/p%s, template: true}\n' \
-      "$p" "$p" > "$repo/profiles/p$p.yaml"
-  done
-}
+# A config repo (scripts/gen-fleet.sh): 3 clusters, $profiles profiles p1..pP of 10 ConfigMaps
+# each (templated with the cluster's name and shard label), and p-ns, the Namespace they depend on.
+make_repo() { scripts/gen-fleet.sh --out "$1" --clusters 3 --profiles "$profiles" --objects 10; }
 
 commit() { git -C "$1" -c user.name=bench -c user.email=bench@example.com commit -q -a -m "$2"; }
 
@@ -138,13 +133,15 @@ print(writes, total)
 PY
 }
 
-# measure CMD... → prints "wall_seconds max_rss_kib"
+# measure CMD... → prints "wall_seconds max_rss_kib"; the command's CPU time (user + system
+# seconds) goes to $work/cpu
 measure() {
-  /usr/bin/time -f '%e %M' -o "$work/time" "$@" >/dev/null 2>"$work/stderr" || {
+  /usr/bin/time -f '%e %M %U %S' -o "$work/time" "$@" >/dev/null 2>"$work/stderr" || {
     cat "$work/stderr" >&2
     return 1
   }
-  cat "$work/time"
+  awk '{printf "%.2f\n", $3 + $4}' "$work/time" > "$work/cpu"
+  cut -d' ' -f1-2 "$work/time"
 }
 
 # measure_own CMD... → prints "wall_seconds own_peak_rss_kib tree_peak_rss_kib". /usr/bin/time's
@@ -171,9 +168,12 @@ with open(sys.argv[1], "w") as err:
             break
         time.sleep(0.01)
     wall = time.monotonic() - t0
+with open(sys.argv[1] + ".cpu", "w") as cpu:
+    cpu.write(f"{usage.ru_utime + usage.ru_stime:.2f}\n")
 print(f"{wall:.2f} {own} {usage.ru_maxrss}")
 sys.exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1)
 PY
+  mv "$work/stderr.cpu" "$work/cpu"
   cat "$work/time"
 }
 
@@ -275,44 +275,11 @@ max() { printf '%s\n' "$@" | sort -n | tail -n 1; }
 median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2}'; }
 spread() { sort -g | awk 'NR==1{min=$1} {max=$1} END {printf "%s–%s", min, max}'; }
 
-# The drift workload's repo: 3 clusters, 10 ContinuousWithDriftDetection profiles of $1 / 10
-# ConfigMaps each in namespace bench (plus the namespace profile).
+# The drift workload's repo: 3 clusters, 10 ContinuousWithDriftDetection profiles p1..p10 of
+# $2 / 10 plain ConfigMaps each (pI-oJ, data.value "v1") in namespace bench, and p-ns.
 make_drift_repo() {
-  local repo=$1 per=$(($2 / 10)) p o
-  mkdir -p "$repo/clusters" "$repo/profiles" "$repo/manifests"
-  for c in c1 c2 c3; do
-    printf -- '---\napiVersion: flotilla.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: %s\n  labels: {env: bench}\n' "$c"
-  done > "$repo/clusters/fleet.yaml"
-  printf 'apiVersion: v1\nkind: Namespace\nmetadata:\n  name: bench\n' > "$repo/manifests/ns.yaml"
-  printf 'apiVersion: flotilla.dev/v1alpha1\nkind: ClusterProfile\nmetadata:\n  name: bench-ns\nspec:\n  clusterSelector: {}\n  policyRefs:\n  - {path: manifests/ns.yaml}\n' \
-    > "$repo/profiles/ns.yaml"
-  for ((p = 1; p <= 10; p++)); do
-    mkdir -p "$repo/manifests/d$p"
-    for ((o = 1; o <= per; o++)); do
-      printf 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: d%s-o%s\n  namespace: bench\ndata:\n  value: "%s"\n' \
-        "$p" "$o" "$o" > "$repo/manifests/d$p/o$o.yaml"
-    done
-    printf 'apiVersion: flotilla.dev/v1alpha1\nkind: ClusterProfile\nmetadata:\n  name: d%s\nspec:\n  clusterSelector: {}\n  syncMode: ContinuousWithDriftDetection\n  dependsOn: [bench-ns]\n  policyRefs:\n  - {path: manifests/d%s}\n' \
-      "$p" "$p" > "$repo/profiles/d$p.yaml"
-  done
-}
-
-# The plan workload's repository: $1 clusters, $2 profiles of 10 templated ConfigMaps each.
-make_plan_repo() {
-  local repo=$1 n=$2 np=$3 c p o
-  mkdir -p "$repo/clusters" "$repo/profiles" "$repo/manifests"
-  for ((c = 1; c <= n; c++)); do
-    printf -- '---\napiVersion: flotilla.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: c%s\n  labels: {env: bench, shard: s%s}\n' "$c" "$((c % 10))"
-  done > "$repo/clusters/fleet.yaml"
-  for ((p = 1; p <= np; p++)); do
-    mkdir -p "$repo/manifests/p$p"
-    for ((o = 1; o <= 10; o++)); do
-      printf 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: p%s-o%s\n  namespace: bench\ndata:\n  cluster: "{{ cluster.metadata.name }}"\n  shard: "{{ cluster.metadata.labels.shard }}"\n  value: "v1"\n' \
-        "$p" "$o" > "$repo/manifests/p$p/o$o.yaml"
-    done
-    printf 'apiVersion: flotilla.dev/v1alpha1\nkind: ClusterProfile\nmetadata:\n  name: p%s\nspec:\n  clusterSelector: {matchLabels: {env: bench}}\n  policyRefs:\n  - {path: manifests/p%s, template: true}\n' \
-      "$p" "$p" > "$repo/profiles/p$p.yaml"
-  done
+  scripts/gen-fleet.sh --out "$1" --clusters 3 --profiles 10 --objects $(($2 / 10)) --plain \
+    --sync-mode ContinuousWithDriftDetection
 }
 
 # mttp_manifests DIR NAMESPACE N: the Namespace (DIR/00-namespace.yaml, first in file order for
@@ -384,15 +351,17 @@ YAML
   done
 }
 
-# make_mttp_repo DIR NAMESPACE N: cluster c1 and one profile with the Namespace and the N apps.
+# make_mttp_repo DIR NAMESPACE N: cluster c1 and one profile with the Namespace and the N apps,
+# named after the namespace: each run has its own inventory (flotilla-inventory-<profile>), so a
+# run never prunes the previous run's objects inside its timed pass.
 make_mttp_repo() {
   local repo=$1
   mkdir -p "$repo/clusters" "$repo/profiles"
   printf 'apiVersion: flotilla.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: c1\n  labels: {env: bench}\n' \
     > "$repo/clusters/fleet.yaml"
   mttp_manifests "$repo/manifests/mttp" "$2" "$3"
-  printf 'apiVersion: flotilla.dev/v1alpha1\nkind: ClusterProfile\nmetadata:\n  name: mttp\nspec:\n  clusterSelector: {matchLabels: {env: bench}}\n  policyRefs:\n  - {path: manifests/mttp}\n' \
-    > "$repo/profiles/mttp.yaml"
+  printf 'apiVersion: flotilla.dev/v1alpha1\nkind: ClusterProfile\nmetadata:\n  name: %s\nspec:\n  clusterSelector: {matchLabels: {env: bench}}\n  policyRefs:\n  - {path: manifests/mttp}\n' \
+    "$2" > "$repo/profiles/mttp.yaml"
 }
 
 # mttp_count NAMESPACE → how many ServiceAccounts, Services, Deployments and Ingresses labelled
@@ -415,7 +384,7 @@ sync_args=(--kubeconfig-dir "$work/fleet")
 for workload in "${workloads[@]}"; do
   case $workload in
     sync)
-      walls=() rsss=() noop_walls=() noop_writes=() noop_totals=() noop_fetched=()
+      walls=() rsss=() noop_walls=() noop_writes=() noop_totals=() noop_fetched=() noop_cpus=()
       for ((r = 1; r <= runs; r++)); do
         rm -rf "$work/repo$r" "$work/bare$r.git" "$work/cache$r"
         make_repo "$work/repo$r"
@@ -432,11 +401,11 @@ for workload in "${workloads[@]}"; do
           --repo "file://$work/bare$r.git" "${sync_args[@]}" --cache-dir "$work/cache$r" \
           --notes-ref "refs/notes/bench$r")"
         read -r writes total <<<"$(count_requests "${since[@]}")"
-        noop_walls+=("$wall") noop_writes+=("$writes") noop_totals+=("$total")
+        noop_walls+=("$wall") noop_writes+=("$writes") noop_totals+=("$total") noop_cpus+=("$(cat "$work/cpu")")
         # The git adapter logs "fetched a new commit" only when a poll fetched.
         noop_fetched+=("$(grep -c 'fetched a new commit' "$work/stderr" || true)")
         # Clean the clusters for the next run: a commit without the profiles withdraws them.
-        rm -rf "$work/repo$r/profiles/"p*.yaml
+        rm -f "$work/repo$r/profiles/"p[0-9]*.yaml
         git -C "$work/repo$r" add -A
         commit "$work/repo$r" "withdraw"
         git -C "$work/repo$r" push -q "$work/bare$r.git" main
@@ -449,13 +418,13 @@ for workload in "${workloads[@]}"; do
         "$(( $(printf '%s\n' "${rsss[@]}" | sort -n | tail -n 1) / 1024 )) MiB peak RSS"
       row noop "second sync --once, no new commit ($objects objects in sync)" \
           "$(printf '%s\n' "${noop_walls[@]}" | median) s ($(printf '%s\n' "${noop_walls[@]}" | spread))" \
-          "writes $(printf '%s\n' "${noop_writes[@]}" | sort -n | tail -n 1), requests $(printf '%s\n' "${noop_totals[@]}" | median), git fetches $(printf '%s\n' "${noop_fetched[@]}" | sort -n | tail -n 1)"
+          "writes $(printf '%s\n' "${noop_writes[@]}" | sort -n | tail -n 1), requests $(printf '%s\n' "${noop_totals[@]}" | median), git fetches $(printf '%s\n' "${noop_fetched[@]}" | sort -n | tail -n 1), CPU $(printf '%s\n' "${noop_cpus[@]}" | median) s"
       ;;
     latency)
       lats=()
       rm -rf "$work/local"
       make_repo "$work/local"
-      rm -f "$work/local/profiles/"p*.yaml
+      rm -f "$work/local/profiles/"p[0-9]*.yaml
       git init -q -b main "$work/local"
       git -C "$work/local" add -A
       commit "$work/local" "namespace only"
@@ -466,7 +435,7 @@ for workload in "${workloads[@]}"; do
       for ((r = 1; r <= runs; r++)); do
         printf 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: latency-%s\n  namespace: bench\ndata:\n  run: "%s"\n' "$r" "$r" \
           > "$work/local/manifests/latency.yaml"
-        printf 'apiVersion: flotilla.dev/v1alpha1\nkind: ClusterProfile\nmetadata:\n  name: latency\nspec:\n  clusterSelector: {}\n  dependsOn: [bench-ns]\n  policyRefs:\n  - {path: manifests/latency.yaml}\n' \
+        printf 'apiVersion: flotilla.dev/v1alpha1\nkind: ClusterProfile\nmetadata:\n  name: latency\nspec:\n  clusterSelector: {}\n  dependsOn: [p-ns]\n  policyRefs:\n  - {path: manifests/latency.yaml}\n' \
           > "$work/local/profiles/latency.yaml"
         git -C "$work/local" add -A
         t0=$(date +%s.%N)
@@ -509,7 +478,7 @@ PY
       for n in "${releases[@]}"; do
         n_runs=$runs
         [ "$n" -ge 100 ] && [ "$n_runs" -gt 3 ] && n_runs=3
-        walls=() owns=() trees=() calls=() noop_walls=() noop_calls=() noop_repo=() noop_writes=() noop_totals=()
+        walls=() owns=() trees=() calls=() noop_walls=() noop_calls=() noop_repo=() noop_writes=() noop_totals=() noop_cpus=()
         for ((r = 1; r <= n_runs; r++)); do
           id=h$n-$r
           rm -rf "$work/repo-$id" "$work/bare-$id.git" "$work/cache-$id" "$work/charts-$id"
@@ -541,7 +510,7 @@ PY
           read -ra since <<<"$(audit_lines)"
           read -r wall own tree <<<"$(measure_own "${helm_sync[@]}")"
           read -r writes total <<<"$(count_requests "${since[@]}")"
-          noop_walls+=("$wall") noop_writes+=("$writes") noop_totals+=("$total")
+          noop_walls+=("$wall") noop_writes+=("$writes") noop_totals+=("$total") noop_cpus+=("$(cat "$work/cpu")")
           noop_calls+=("$(wc -l < "$work/helm-calls.log")")
           noop_repo+=("$(tail -n +$((repo_since + 1)) "$work/http.log" | grep -c '"GET ' || true)")
           [ "${noop_calls[-1]}" -eq 0 ] || {
@@ -565,7 +534,7 @@ PY
           "flotilla $(( $(max "${owns[@]}") / 1024 )) MiB peak RSS (largest helm child $(( $(max "${trees[@]}") / 1024 )) MiB); helm processes $(max "${calls[@]}") ($call_kinds)"
         row helm-noop "second sync --once, no new commit ($n releases in sync)" \
           "$(printf '%s\n' "${noop_walls[@]}" | median) s ($(printf '%s\n' "${noop_walls[@]}" | spread))" \
-          "helm processes $(max "${noop_calls[@]}"), chart repo GETs $(max "${noop_repo[@]}"), writes $(max "${noop_writes[@]}"), requests $(printf '%s\n' "${noop_totals[@]}" | median)"
+          "helm processes $(max "${noop_calls[@]}"), chart repo GETs $(max "${noop_repo[@]}"), writes $(max "${noop_writes[@]}"), requests $(printf '%s\n' "${noop_totals[@]}" | median), CPU $(printf '%s\n' "${noop_cpus[@]}" | median) s"
       done
       ;;
     drift)
@@ -598,7 +567,7 @@ PY
       for ((e = 1; e <= edits; e++)); do
         c=c$(((e - 1) % 3 + 1))
         "$kubectl" --kubeconfig "$work/fleet/$c.kubeconfig" -n bench patch configmap \
-          "d$(((e - 1) % 10 + 1))-o$(((e - 1) % per + 1))" --type merge \
+          "p$(((e - 1) % 10 + 1))-o$(((e - 1) % per + 1))" --type merge \
           -p "{\"data\":{\"value\":\"edited-$e\"}}" --field-manager bench-edit >/dev/null
         sleep 0.5
       done
@@ -638,7 +607,7 @@ PY
       ;;
     plan)
       rm -rf "$work/plan"
-      make_plan_repo "$work/plan" 1000 20
+      scripts/gen-fleet.sh --out "$work/plan" --clusters 1000 --profiles 20 --objects 10
       git init -q -b main "$work/plan"
       git -C "$work/plan" add -A
       commit "$work/plan" "base"
@@ -672,7 +641,7 @@ PY
       ;;
     mttp)
       for n in "${apps[@]}"; do
-        walls=() rsss=() noop_walls=() noop_writes=() noop_totals=() one_walls=() loop_walls=()
+        walls=() rsss=() noop_walls=() noop_writes=() noop_totals=() noop_cpus=() one_walls=() loop_walls=()
         for ((r = 1; r <= runs; r++)); do
           id=mttp-$n-$r
           rm -rf "$work/repo-$id" "$work/bare-$id.git" "$work/cache-$id" "$work/kubectl-$id"
@@ -696,7 +665,7 @@ PY
           read -ra since <<<"$(audit_lines)"
           read -r wall rss <<<"$(measure "${mttp_sync[@]}")"
           read -r writes total <<<"$(count_requests "${since[@]}")"
-          noop_walls+=("$wall") noop_writes+=("$writes") noop_totals+=("$total")
+          noop_walls+=("$wall") noop_writes+=("$writes") noop_totals+=("$total") noop_cpus+=("$(cat "$work/cpu")")
           # kubectl, the identical objects in namespace kubectl-N-r: one invocation of the
           # directory (the Namespace file sorts first) ...
           mttp_manifests "$work/kubectl-$id/one" "kubectl-$n-$r" "$n"
@@ -731,8 +700,87 @@ PY
           "target: 1000 apps ≤ 30 s, not slower than one kubectl apply (Flux: 4m15s/1000, 16 cores)"
         row mttp-noop "second sync --once, no new commit ($((4 * n + 1)) objects in sync)" \
           "$(printf '%s\n' "${noop_walls[@]}" | median) s ($(printf '%s\n' "${noop_walls[@]}" | spread))" \
-          "writes $(max "${noop_writes[@]}"), requests $(printf '%s\n' "${noop_totals[@]}" | median)"
+          "writes $(max "${noop_writes[@]}"), requests $(printf '%s\n' "${noop_totals[@]}" | median), CPU $(printf '%s\n' "${noop_cpus[@]}" | median) s"
       done
+      ;;
+    render)
+      # Base: the inventory of 1000 clusters and no profile; head: 21 profiles (20 × 10 templated
+      # ConfigMaps and the Namespace), so every cluster's 201 objects are rendered and planned.
+      rm -rf "$work/render"
+      scripts/gen-fleet.sh --out "$work/render" --clusters 1000 --profiles 20 --objects 10
+      git init -q -b main "$work/render"
+      git -C "$work/render" add clusters
+      git -C "$work/render" -c user.name=bench -c user.email=bench@example.com commit -q -m "inventory only"
+      git -C "$work/render" add -A
+      commit "$work/render" "20 templated profiles"
+      for format in markdown json; do
+        walls=() rsss=() cpus=()
+        for ((r = 1; r <= runs; r++)); do
+          # Exit 1 (something would change) is the expected outcome.
+          read -r wall rss <<<"$(measure bash -c '"$@"; [ $? -eq 1 ]' plan "$flotilla" plan \
+            --repo "$work/render" --base HEAD~1 --head HEAD --format "$format" --output "$work/render.out")"
+          walls+=("$wall") rsss+=("$rss") cpus+=("$(cat "$work/cpu")")
+        done
+        case $format in
+          markdown) grep -q '1000 of 1000 clusters would change.*201000 added' "$work/render.out" ;;
+          json) python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert len(d["clusters"]) == 1000 and all(c["counts"]["added"] == 201 for c in d["clusters"])' "$work/render.out" ;;
+        esac || { echo "bench: render: unexpected $format output" >&2; head -c 2000 "$work/render.out" >&2; exit 1; }
+        row render "render + plan, 1000 clusters × 20 templated profiles × 10 objects (+1), $format" \
+          "$(printf '%s\n' "${walls[@]}" | median) s ($(printf '%s\n' "${walls[@]}" | spread))" \
+          "$(( $(max "${rsss[@]}") / 1024 )) MiB peak RSS; CPU $(printf '%s\n' "${cpus[@]}" | median) s; $(( $(wc -c < "$work/render.out") / 1024 )) KiB out; target ≤ 1 s, ≤ 200 MiB"
+      done
+      ;;
+    fleet)
+      # One profile of 50 ConfigMaps (templated with the cluster's name) to 10 apiservers; the
+      # kubectl baseline applies the identical rendered objects (`flotilla render`, not timed; in
+      # a namespace of its own) with one `kubectl apply --server-side` per cluster, one after the
+      # other. Each run has its own profile and namespace names.
+      walls=() rsss=() noop_walls=() noop_writes=() noop_totals=() noop_cpus=() k_walls=()
+      n_clusters=${#clusters[@]}
+      for ((r = 1; r <= runs; r++)); do
+        id=fleet$r
+        rm -rf "$work/repo-$id" "$work/bare-$id.git" "$work/cache-$id" "$work/kubectl-$id" "$work/krepo-$id"
+        scripts/gen-fleet.sh --out "$work/repo-$id" --clusters "$n_clusters" --profiles 1 --objects 50 \
+          --prefix "$id" --namespace "$id" --git
+        git init -q --bare -b main "$work/bare-$id.git"
+        git -C "$work/repo-$id" push -q "$work/bare-$id.git" main
+        fleet_sync=("$flotilla" sync --once --repo "file://$work/bare-$id.git" "${sync_args[@]}"
+          --cache-dir "$work/cache-$id" --notes-ref "refs/notes/$id")
+        read -r wall rss <<<"$(measure "${fleet_sync[@]}")"
+        walls+=("$wall") rsss+=("$rss")
+        read -ra since <<<"$(audit_lines)"
+        read -r wall rss <<<"$(measure "${fleet_sync[@]}")"
+        read -r writes total <<<"$(count_requests "${since[@]}")"
+        noop_walls+=("$wall") noop_writes+=("$writes") noop_totals+=("$total") noop_cpus+=("$(cat "$work/cpu")")
+        scripts/gen-fleet.sh --out "$work/krepo-$id" --clusters "$n_clusters" --profiles 1 --objects 50 \
+          --prefix "k$id" --namespace "k$id"
+        mkdir -p "$work/kubectl-$id"
+        for c in "${clusters[@]}"; do
+          "$flotilla" render --path "$work/krepo-$id" --cluster "$c" > "$work/kubectl-$id/$c.yaml"
+        done
+        # shellcheck disable=SC2016 # the loop's script expands its own arguments
+        read -r wall rss <<<"$(measure bash -c 'k=$1 fleet=$2 dir=$3; shift 3
+          for c in "$@"; do
+            "$k" --kubeconfig "$fleet/$c.kubeconfig" apply --server-side -f "$dir/$c.yaml" || exit 1
+          done' loop "$kubectl" "$work/fleet" "$work/kubectl-$id" "${clusters[@]}")"
+        k_walls+=("$wall")
+        for c in "${clusters[@]}"; do
+          for ns in "$id" "k$id"; do
+            got=$("$kubectl" --kubeconfig "$work/fleet/$c.kubeconfig" get configmaps -n "$ns" --no-headers 2>/dev/null | wc -l)
+            [ "$got" -ge 50 ] || { echo "bench: fleet $id: $got ConfigMaps in $c/$ns" >&2; cat "$work/stderr" >&2; exit 1; }
+          done
+        done
+      done
+      fl=$(printf '%s\n' "${walls[@]}" | median)
+      kc=$(printf '%s\n' "${k_walls[@]}" | median)
+      row fleet "commit → 1 profile × 50 objects on $n_clusters clusters (flotilla sync --once)" \
+        "$fl s ($(printf '%s\n' "${walls[@]}" | spread))" \
+        "$(( $(max "${rsss[@]}") / 1024 )) MiB peak RSS; flotilla/kubectl $(awk -v a="$fl" -v b="$kc" 'BEGIN {printf "%.2f", a / b}')"
+      row fleet-kubectl "the same objects, kubectl apply --server-side cluster by cluster" \
+        "$kc s ($(printf '%s\n' "${k_walls[@]}" | spread))" "-"
+      row fleet-noop "second sync --once, no new commit ($((n_clusters * 51)) objects in sync)" \
+        "$(printf '%s\n' "${noop_walls[@]}" | median) s ($(printf '%s\n' "${noop_walls[@]}" | spread))" \
+        "writes $(max "${noop_writes[@]}"), requests $(printf '%s\n' "${noop_totals[@]}" | median), CPU $(printf '%s\n' "${noop_cpus[@]}" | median) s"
       ;;
   esac
 done
