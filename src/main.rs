@@ -36,6 +36,8 @@ enum LogFormat {
 }
 
 #[derive(Subcommand)]
+// Parsed once per process: the size of the largest variant (`run`'s flags) does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Validate a config repo: exit 0 when valid, 1 with every `FILE:LINE: message` when not.
     Validate {
