@@ -85,9 +85,11 @@ case " ${workloads[*]} " in *" fleet "*) clusters=(c1 c2 c3 c4 c5 c6 c7 c8 c9 c1
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 scripts/testbin.sh >/dev/null
 cargo build --release --locked --quiet
-flotilla=${CARGO_TARGET_DIR:-$root/target}/release/flotilla
-
 work=$(mktemp -d "${TMPDIR:-/tmp}/flotilla-bench.XXXXXX")
+# A private copy: another build sharing the target directory must not swap the binary mid-run.
+cp "${CARGO_TARGET_DIR:-$root/target}/release/flotilla" "$work/flotilla"
+flotilla=$work/flotilla
+
 daemon_pid="" http_pid=""
 cleanup() {
   [ -n "$daemon_pid" ] && kill "$daemon_pid" 2>/dev/null || true
