@@ -885,14 +885,33 @@ fn build_release_script_produces_binaries_that_run() {
         .prefix("flotilla-release-")
         .tempdir()
         .expect("temporary directory");
+    let mut cmd = Command::new(repo_root().join("scripts/build-release.sh"));
+    cmd.arg(out.path())
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .env("FLOTILLA_TESTBIN", testbin_dir());
+    // Without what cargo sets for a test process (CARGO_PKG_*, CARGO_MANIFEST_*, its
+    // LD_LIBRARY_PATH, ...): the nested cargo then sees the environment a release build from a
+    // shell sees, and reuses (and leaves) the same release artifacts instead of rebuilding them.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        let cargo_set = key == "CARGO"
+            || key == "LD_LIBRARY_PATH"
+            || [
+                "CARGO_PKG_",
+                "CARGO_MANIFEST_",
+                "CARGO_BIN_EXE_",
+                "CARGO_CRATE_",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_PRIMARY_",
+            ]
+            .iter()
+            .any(|prefix| key.starts_with(prefix));
+        if cargo_set {
+            cmd.env_remove(key.as_ref());
+        }
+    }
     let started = Instant::now();
-    run_ok(
-        Command::new(repo_root().join("scripts/build-release.sh"))
-            .arg(out.path())
-            .env("CARGO_TARGET_DIR", &target_dir)
-            .env("FLOTILLA_TESTBIN", testbin_dir()),
-        "scripts/build-release.sh",
-    );
+    run_ok(&mut cmd, "scripts/build-release.sh");
     eprintln!(
         "scripts/build-release.sh took {:.1}s",
         started.elapsed().as_secs_f64()
