@@ -15,7 +15,7 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-# shellcheck source=lib/pins.sh
+# shellcheck source-path=SCRIPTDIR source=lib/pins.sh
 source "$root/scripts/lib/pins.sh"
 
 usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }

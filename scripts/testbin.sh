@@ -16,7 +16,7 @@
 #         OCI registry, for helm's oci:// tests), and version-less symlinks for the newest.
 set -euo pipefail
 
-# shellcheck source=lib/pins.sh
+# shellcheck source-path=SCRIPTDIR source=lib/pins.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/pins.sh"
 
 ALL_TOOLS=(etcd helm kustomize registry kube-apiserver kubectl)

@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034  # the variables are used by the scripts that source this
 # The pinned versions of every binary flotilla's scripts build: sourced by scripts/testbin.sh (the
 # test binaries) and scripts/build-release.sh (what the container image ships), so the helm and
 # kustomize the tests run against are the ones the image contains. deploy/Dockerfile COPYs this
