@@ -18,7 +18,8 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source-path=SCRIPTDIR source=lib/pins.sh
 source "$root/scripts/lib/pins.sh"
 
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+# usage [STATUS] — the header above; exit STATUS (default 2: a wrong invocation).
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2; exit "${1:-2}"; }
 
 parts=()
 outdir=""
@@ -28,7 +29,7 @@ while [ $# -gt 0 ]; do
       [ $# -ge 2 ] || usage
       case "$2" in flotilla|tools|manifest) parts+=("$2") ;; *) usage ;; esac
       shift 2 ;;
-    -h|--help) usage ;;
+    -h|--help) usage 0 ;;
     -*) usage ;;
     *) [ -z "$outdir" ] || usage; outdir=$1; shift ;;
   esac
