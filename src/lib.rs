@@ -17,4 +17,6 @@ pub mod render;
 pub mod report;
 pub mod review;
 pub mod select;
+pub mod serve;
+pub mod shard;
 pub mod source;

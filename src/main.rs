@@ -90,6 +90,10 @@ enum Command {
         /// `<notes-ref>-plan`, rendered against the merge base with the branch.
         #[arg(long, env = "FLOTILLA_PLAN_REFS")]
         plan_refs: Option<String>,
+        #[command(flatten)]
+        http: HttpArgs,
+        #[command(flatten)]
+        ha: HaArgs,
     },
     /// What the notes say: clusters × profiles with their status, as a table.
     Status {
@@ -222,6 +226,89 @@ struct SyncArgs {
     git: GitArgs,
 }
 
+/// Replicas of `run`: leader election and sharding.
+#[derive(clap::Args)]
+struct HaArgs {
+    /// Only the holder of a Lease in the management cluster syncs; other replicas wait and take
+    /// over when it stops renewing. A holder that cannot renew within --lease-renew-deadline
+    /// exits with status 1 (its Deployment restarts it as a candidate).
+    #[arg(long, env = "FLOTILLA_LEADER_ELECT")]
+    leader_elect: bool,
+    /// The Lease's name (with --shards: `<name>-shard-<i>`, one Lease per shard).
+    #[arg(long, default_value = "flotilla", env = "FLOTILLA_LEASE_NAME")]
+    lease_name: String,
+    /// The Lease's namespace in the management cluster (it must exist).
+    #[arg(
+        long,
+        default_value = "flotilla-system",
+        env = "FLOTILLA_LEASE_NAMESPACE"
+    )]
+    lease_namespace: String,
+    /// How long other replicas wait on a Lease that is not renewed before taking it over.
+    #[arg(long, default_value = "15s", value_parser = parse_duration, env = "FLOTILLA_LEASE_DURATION")]
+    lease_duration: Duration,
+    /// How long the holder keeps failing to renew before it gives up (< --lease-duration).
+    #[arg(long, default_value = "10s", value_parser = parse_duration, env = "FLOTILLA_LEASE_RENEW_DEADLINE")]
+    lease_renew_deadline: Duration,
+    /// How often the holder renews and candidates try (< --lease-renew-deadline).
+    #[arg(long, default_value = "2s", value_parser = parse_duration, env = "FLOTILLA_LEASE_RETRY_PERIOD")]
+    lease_retry_period: Duration,
+    /// Split the fleet's clusters over this many shards (fnv1a64(cluster name) % shards); each
+    /// shard writes notes to `<notes-ref>/shard-<i>` and `<notes-ref>/shard-<i>-state`.
+    #[arg(long, default_value_t = 1, env = "FLOTILLA_SHARDS")]
+    shards: u32,
+    /// This replica's shard (default: the StatefulSet ordinal, the trailing `-N` of POD_NAME or
+    /// the hostname).
+    #[arg(long, env = "FLOTILLA_SHARD_INDEX")]
+    shard_index: Option<u32>,
+}
+
+impl HaArgs {
+    /// Adds the shard, the Lease and the replica's user agent to `options`.
+    fn apply(&self, options: daemon::Options) -> anyhow::Result<daemon::Options> {
+        let pod = std::env::var("POD_NAME")
+            .ok()
+            .filter(|p| !p.trim().is_empty());
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty());
+        let shard = flotilla::shard::Shard::resolve(
+            self.shards,
+            self.shard_index,
+            pod.as_deref(),
+            host.as_deref(),
+        )?;
+        let identity = daemon::lease::identity(pod.as_deref(), host.as_deref(), std::process::id());
+        let lease = self.leader_elect.then(|| daemon::lease::LeaseOptions {
+            name: shard.lease_name(&self.lease_name),
+            namespace: self.lease_namespace.clone(),
+            identity: identity.clone(),
+            duration: self.lease_duration,
+            renew_deadline: self.lease_renew_deadline,
+            retry_period: self.lease_retry_period,
+        });
+        if let Some(lease) = &lease {
+            lease.check()?;
+        }
+        if shard.sharded() {
+            tracing::info!(shard = shard.index, shards = shard.count, "sharded");
+        }
+        Ok(daemon::Options {
+            // One plan note per pull-request head: shard 0 writes them for everyone.
+            plan_refs: options.plan_refs.filter(|_| shard.index == 0),
+            shard,
+            lease,
+            user_agent: Some(format!(
+                "flotilla/{} ({identity})",
+                env!("CARGO_PKG_VERSION")
+            )),
+            ..options
+        })
+    }
+}
+
 /// Git credentials and the mirror cache.
 #[derive(clap::Args)]
 struct GitArgs {
@@ -295,6 +382,9 @@ impl SyncArgs {
                     .map_or_else(|| repos.join("charts"), |p| p.join("charts"))
             }),
             watch_drift: false,
+            shard: flotilla::shard::Shard::SINGLE,
+            lease: None,
+            user_agent: None,
         }
     }
 }
@@ -348,12 +438,16 @@ fn main() -> ExitCode {
             interval,
             classify_interval,
             plan_refs,
-        } => run(daemon::Options {
-            watch_drift: true,
-            classify_interval,
-            plan_refs,
-            ..sync.options(interval)
-        }),
+            http,
+            ha,
+        } => ha
+            .apply(daemon::Options {
+                watch_drift: true,
+                classify_interval,
+                plan_refs,
+                ..sync.options(interval)
+            })
+            .and_then(|options| run(options, &http)),
         Command::Status {
             repo,
             rev,
@@ -683,9 +777,10 @@ fn sync_once(options: daemon::Options) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn run(options: daemon::Options) -> anyhow::Result<ExitCode> {
+fn run(options: daemon::Options, http: &HttpArgs) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
         let (stop, shutdown) = tokio::sync::watch::channel(false);
+        let server = http.start(shutdown.clone()).await?;
         tokio::spawn(async move {
             let mut term =
                 match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -703,9 +798,68 @@ fn run(options: daemon::Options) -> anyhow::Result<ExitCode> {
             let _ = stop.send(true);
         });
         let mut daemon = daemon::Daemon::new(options)?;
+        if let Some((shared, _)) = &server {
+            daemon = daemon.with_http(Arc::clone(shared));
+        }
         daemon.run(shutdown).await?;
+        if let Some((_, task)) = server {
+            // Requests in flight get a moment; the listener stopped taking new ones on SIGTERM.
+            match tokio::time::timeout(Duration::from_secs(5), task).await {
+                Ok(Ok(Err(e))) => tracing::error!(error = %e, "HTTP listener failed"),
+                Ok(Err(e)) => tracing::error!(error = %e, "HTTP listener task failed"),
+                Ok(Ok(Ok(()))) | Err(_) => {}
+            }
+        }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The HTTP listener of `run`.
+#[derive(clap::Args)]
+struct HttpArgs {
+    /// Address of the HTTP listener: /healthz, /readyz, /metrics, POST /hooks/git
+    /// ('' or 'off': none).
+    #[arg(long, default_value = "0.0.0.0:8080", env = "FLOTILLA_HTTP_ADDR")]
+    http_addr: String,
+    /// File holding the shared secret of POST /hooks/git (GitHub's webhook secret or GitLab's
+    /// secret token); without it the hook answers 404 and triggers nothing.
+    #[arg(long, env = "FLOTILLA_WEBHOOK_SECRET_FILE")]
+    webhook_secret_file: Option<PathBuf>,
+}
+
+type HttpServer = (
+    Arc<flotilla::serve::Shared>,
+    tokio::task::JoinHandle<Result<(), flotilla::serve::ServeError>>,
+);
+
+impl HttpArgs {
+    /// Reads the secret, binds the address and serves until `shutdown`; `None` when off.
+    async fn start(
+        &self,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> anyhow::Result<Option<HttpServer>> {
+        use flotilla::serve;
+        let Some(addr) = serve::listen_addr(&self.http_addr) else {
+            return Ok(None);
+        };
+        let secret = match &self.webhook_secret_file {
+            Some(path) => {
+                let bytes = std::fs::read(path)
+                    .with_context(|| format!("reading --webhook-secret-file {}", path.display()))?;
+                Some(serve::Secret::new(&path.display().to_string(), bytes)?)
+            }
+            None => None,
+        };
+        let listener = serve::bind(addr).await?;
+        let shared = Arc::new(serve::Shared::new());
+        let task = tokio::spawn(serve::serve(
+            listener,
+            Arc::clone(&shared),
+            secret,
+            shutdown,
+        ));
+        Ok(Some((shared, task)))
+    }
 }
 
 fn status(
@@ -726,19 +880,21 @@ fn status(
         }
         None => source.poll()?.commit,
     };
-    let state_ref = format!("{notes_ref}-state");
-    if let Err(e) = source.fetch_notes(&state_ref) {
-        tracing::warn!(error = %e, "could not refresh the notes from the remote; showing the mirror's");
+    // Every shard's state note of the commit (`<ref>/shard-<i>-state`) and the unsharded one.
+    let mut notes = Vec::new();
+    for (state_ref, text) in source.state_notes(notes_ref, &commit)? {
+        notes.push(
+            StateNote::parse(&text)
+                .with_context(|| format!("{state_ref} on {commit} is not flotilla's JSON"))?,
+        );
     }
-    let Some(text) = source.read_note(&state_ref, &commit)? else {
+    let Some(state) = StateNote::merge(notes) else {
         println!(
-            "commit {}: no flotilla state note ({state_ref}); it has not been synced yet",
+            "commit {}: no flotilla state note ({notes_ref}-state or {notes_ref}/shard-*-state); it has not been synced yet",
             commit.get(..12).unwrap_or(&commit)
         );
         return Ok(ExitCode::from(1));
     };
-    let state = StateNote::parse(&text)
-        .with_context(|| format!("state note on {commit} is not flotilla's JSON"))?;
     println!(
         "commit {}{}",
         commit.get(..12).unwrap_or(&commit),

@@ -3,11 +3,13 @@
 //! hash equals the inventory's, the inventory written before new objects are created (so a crash
 //! cannot orphan them) and after, prune of what left the render, and withdraw.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PropagationPolicy};
+use kube::api::{
+    Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PropagationPolicy,
+};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
@@ -24,6 +26,10 @@ use crate::report::{Action, ObjectChange};
 const APPLY_CONCURRENCY: usize = 8;
 /// How long a custom resource waits for its CRD to be Established and served.
 const CRD_WAIT: Duration = Duration::from_secs(30);
+/// From this many changed objects of one kind in one namespace, their live state (the "before"
+/// of the diff) is read with one list instead of one GET each: 1000 apps of the MTTP workload
+/// then cost 4 lists instead of 4000 GETs, each of which is a quorum read from etcd.
+const LIST_FROM: usize = 8;
 
 /// What applying (or withdrawing) one profile at one destination did.
 #[derive(Debug, Clone, Default)]
@@ -132,6 +138,8 @@ pub async fn apply(request: ApplyRequest<'_>) -> Outcome {
     }
 
     // Apply, phase by phase.
+    let crds = CrdNames::of(&prepared);
+    let before = Before::new(&changed);
     let mut results: BTreeMap<String, ObjectChange> = BTreeMap::new();
     for phase in 0..=1u8 {
         let batch: Vec<&Prepared> = changed
@@ -143,7 +151,7 @@ pub async fn apply(request: ApplyRequest<'_>) -> Outcome {
             futures::stream::iter(batch.into_iter().map(|p| async {
                 (
                     p.key.clone(),
-                    write_one(target, p, &prepared, request.dry_run).await,
+                    write_one(target, p, &crds, &before, request.dry_run).await,
                 )
             }))
             .buffer_unordered(APPLY_CONCURRENCY)
@@ -207,10 +215,10 @@ pub async fn apply(request: ApplyRequest<'_>) -> Outcome {
                 None => order.push(key),
             }
         }
-        order.sort_by_key(|k| std::cmp::Reverse(phase_of_entry(&previous[*k])));
-        for key in order {
-            let entry = &previous[key];
-            match remove_one(target, request.profile, key, entry, false, request.dry_run).await {
+        let entries = order.into_iter().map(|k| (k, &previous[k])).collect();
+        let removed = remove_all(target, request.profile, entries, false, request.dry_run).await;
+        for (key, result) in removed {
+            match result {
                 Ok(change) => {
                     out.wrote |= !request.dry_run && change.action == Action::Pruned;
                     out.changes.push(change);
@@ -235,12 +243,14 @@ pub async fn apply(request: ApplyRequest<'_>) -> Outcome {
     // The final inventory: what is applied now, failed writes with an empty hash (retried next
     // pass), and what could not be pruned yet.
     let mut entries = BTreeMap::new();
+    let actions: HashMap<&str, Action> = out
+        .changes
+        .iter()
+        .map(|c| (c.key.as_str(), c.action))
+        .collect();
     for p in &prepared {
         let ok = !matches!(
-            out.changes
-                .iter()
-                .find(|c| c.key == p.key)
-                .map(|c| c.action),
+            actions.get(p.key.as_str()),
             Some(Action::Failed) | Some(Action::Skipped)
         );
         let hash = if ok { p.hash.clone() } else { String::new() };
@@ -370,11 +380,9 @@ pub async fn withdraw(
     kept_releases: BTreeMap<String, ReleaseEntry>,
 ) -> Outcome {
     let mut out = Outcome::default();
-    let mut keys: Vec<&String> = inventory.objects.keys().collect();
-    keys.sort_by_key(|k| std::cmp::Reverse(phase_of_entry(&inventory.objects[*k])));
-    for key in keys {
-        let entry = &inventory.objects[key];
-        match remove_one(target, &inventory.profile, key, entry, leave, false).await {
+    let entries = inventory.objects.iter().collect();
+    for (_, result) in remove_all(target, &inventory.profile, entries, leave, false).await {
+        match result {
             Ok(change) => {
                 out.wrote |= matches!(change.action, Action::Pruned | Action::Released);
                 out.changes.push(change);
@@ -582,28 +590,127 @@ fn api_for(target: &Target, served: &Served, namespace: &str) -> Api<DynamicObje
     }
 }
 
+/// The CRDs of one apply set: (group, kind) → CRD name, so that each custom resource finds its
+/// CRD without scanning the whole set.
+struct CrdNames(HashMap<(String, String), String>);
+
+impl CrdNames {
+    fn of(set: &[Prepared]) -> Self {
+        CrdNames(
+            set.iter()
+                .filter(|p| {
+                    is_crd(
+                        p.object["apiVersion"].as_str().unwrap_or_default(),
+                        p.object["kind"].as_str().unwrap_or_default(),
+                    )
+                })
+                .filter_map(|p| {
+                    let group = p.object.pointer("/spec/group")?.as_str()?;
+                    let kind = p.object.pointer("/spec/names/kind")?.as_str()?;
+                    let name = p.object.pointer("/metadata/name")?.as_str()?;
+                    Some(((group.to_string(), kind.to_string()), name.to_string()))
+                })
+                .collect(),
+        )
+    }
+}
+
 /// Resolves a kind; when it is defined by a CRD in this set, waits for the CRD to be
 /// Established and served.
-async fn served_for(target: &Target, object: &Value, set: &[Prepared]) -> Result<Served, String> {
+async fn served_for(target: &Target, object: &Value, crds: &CrdNames) -> Result<Served, String> {
     let api_version = object["apiVersion"].as_str().unwrap_or_default();
     let kind = object["kind"].as_str().unwrap_or_default();
     let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
-    let defined_here = set.iter().find(|p| {
-        is_crd(
-            p.object["apiVersion"].as_str().unwrap_or_default(),
-            p.object["kind"].as_str().unwrap_or_default(),
-        ) && p.object.pointer("/spec/group").and_then(Value::as_str) == Some(group)
-            && p.object.pointer("/spec/names/kind").and_then(Value::as_str) == Some(kind)
-    });
-    let Some(crd) = defined_here else {
+    let Some(crd_name) = crds.0.get(&(group.to_string(), kind.to_string())) else {
         return target
             .discovery
             .resolve(&target.name, &target.client, api_version, kind)
             .await
             .map_err(|e| e.to_string());
     };
-    let crd_name = crd.object["metadata"]["name"].as_str().unwrap_or_default();
     wait_served(target, crd_name, api_version, kind).await
+}
+
+/// A group of objects whose live state is listed at once: apiVersion, kind, namespace.
+type GroupKey = (String, String, String);
+
+/// Live objects of one group by name, listed once (or why the list failed).
+type Listed = tokio::sync::OnceCell<Result<HashMap<String, Value>, String>>;
+
+/// The live state of the objects an apply is about to write (the old side of each diff): one GET
+/// per object for small groups, one list per kind and namespace from [`LIST_FROM`] objects on.
+/// Every write of a listed group waits for its list, so the list is always taken before the
+/// group's first write.
+struct Before {
+    listed: HashMap<GroupKey, Listed>,
+}
+
+impl Before {
+    fn new(changed: &[&Prepared]) -> Self {
+        let mut counts: HashMap<GroupKey, usize> = HashMap::new();
+        for p in changed {
+            *counts.entry(group_key(&p.object)).or_default() += 1;
+        }
+        Before {
+            listed: counts
+                .into_iter()
+                .filter(|(_, n)| *n >= LIST_FROM)
+                .map(|(group, _)| (group, Listed::default()))
+                .collect(),
+        }
+    }
+
+    /// The live object (`None`: it does not exist).
+    async fn live(
+        &self,
+        target: &Target,
+        api: &Api<DynamicObject>,
+        p: &Prepared,
+    ) -> Result<Option<Value>, String> {
+        let name = p.object["metadata"]["name"].as_str().unwrap_or_default();
+        let Some(cell) = self.listed.get(&group_key(&p.object)) else {
+            let live = api
+                .get_opt(name)
+                .await
+                .map_err(|e| describe(target, &p.key, "read", &e))?;
+            return Ok(live.map(|l| serde_json::to_value(l).unwrap_or(Value::Null)));
+        };
+        let listed = cell
+            .get_or_init(|| async {
+                let list = api
+                    .list(&ListParams::default())
+                    .await
+                    .map_err(|e| describe(target, &p.key, "list the live objects for", &e))?;
+                Ok(list
+                    .items
+                    .into_iter()
+                    .filter_map(|o| {
+                        let name = o.metadata.name.clone()?;
+                        Some((name, serde_json::to_value(o).ok()?))
+                    })
+                    .collect())
+            })
+            .await;
+        match listed {
+            Ok(objects) => Ok(objects.get(name).cloned()),
+            Err(e) => Err(e.clone()),
+        }
+    }
+}
+
+fn group_key(object: &Value) -> GroupKey {
+    let field = |pointer: &str| {
+        object
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    (
+        field("/apiVersion"),
+        field("/kind"),
+        field("/metadata/namespace"),
+    )
 }
 
 /// Waits (at most [`CRD_WAIT`]) until CRD `crd_name` is Established and `api_version`/`kind`
@@ -673,19 +780,17 @@ fn describe(target: &Target, key: &str, what: &str, e: &kube::Error) -> String {
 async fn write_one(
     target: &Target,
     p: &Prepared,
-    set: &[Prepared],
+    crds: &CrdNames,
+    before: &Before,
     dry_run: bool,
 ) -> Result<ObjectChange, String> {
-    let served = served_for(target, &p.object, set).await?;
+    let served = served_for(target, &p.object, crds).await?;
     let name = p.object["metadata"]["name"].as_str().unwrap_or_default();
     let namespace = p.object["metadata"]["namespace"]
         .as_str()
         .unwrap_or_default();
     let api = api_for(target, &served, namespace);
-    let live = api
-        .get_opt(name)
-        .await
-        .map_err(|e| describe(target, &p.key, "read", &e))?;
+    let live_value = before.live(target, &api, p).await?;
     let mut params = PatchParams::apply(FIELD_MANAGER).force();
     params.dry_run = dry_run;
     let result = api
@@ -716,7 +821,6 @@ async fn write_one(
             }
         }
     }
-    let live_value = live.map(|l| serde_json::to_value(l).unwrap_or(Value::Null));
     let result_value = serde_json::to_value(result).unwrap_or(Value::Null);
     let diff = object_diff(live_value.as_ref(), Some(&result_value));
     let action = match (&live_value, &diff) {
@@ -730,6 +834,33 @@ async fn write_one(
         diff,
         detail: None,
     })
+}
+
+/// Removes (or releases) inventory entries: custom resources before their CRDs and Namespaces
+/// (phase by phase, in reverse apply order), up to [`APPLY_CONCURRENCY`] at once within a phase.
+/// Results come in phase order, then in the order given; a failure does not stop the others.
+async fn remove_all<'k>(
+    target: &Target,
+    profile: &str,
+    entries: Vec<(&'k String, &Entry)>,
+    leave: bool,
+    dry_run: bool,
+) -> Vec<(&'k String, Result<ObjectChange, String>)> {
+    let mut out = Vec::with_capacity(entries.len());
+    for phase in (0..=1u8).rev() {
+        let batch = entries.iter().filter(|(_, e)| phase_of_entry(e) == phase);
+        let done: Vec<_> = futures::stream::iter(batch.map(|(key, entry)| async move {
+            (
+                *key,
+                remove_one(target, profile, key, entry, leave, dry_run).await,
+            )
+        }))
+        .buffered(APPLY_CONCURRENCY)
+        .collect()
+        .await;
+        out.extend(done);
+    }
+    out
 }
 
 /// Deletes (or releases) one inventory entry, unless another profile owns the object now.

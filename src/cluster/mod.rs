@@ -113,7 +113,18 @@ pub async fn client(
     cluster: &Cluster,
     kubeconfig_dir: &Path,
 ) -> Result<kube::Client, ClusterError> {
-    let config = if cluster.kubeconfig.in_cluster {
+    client_as(cluster, kubeconfig_dir, None).await
+}
+
+/// A client for one cluster of the inventory whose requests carry `user_agent` (the daemon
+/// names its replica there, so the apiserver's audit log tells replicas apart; an agent that is
+/// not a valid header value is left out).
+pub async fn client_as(
+    cluster: &Cluster,
+    kubeconfig_dir: &Path,
+    user_agent: Option<&str>,
+) -> Result<kube::Client, ClusterError> {
+    let mut config = if cluster.kubeconfig.in_cluster {
         kube::Config::incluster().map_err(|source| ClusterError::InCluster {
             cluster: cluster.name.clone(),
             source,
@@ -134,6 +145,9 @@ pub async fn client(
             .await
             .map_err(kubeconfig_error)?
     };
+    if let Some(agent) = user_agent.and_then(|a| http::HeaderValue::from_str(a).ok()) {
+        config.headers.push((http::header::USER_AGENT, agent));
+    }
     kube::Client::try_from(config).map_err(|source| ClusterError::Client {
         cluster: cluster.name.clone(),
         source,

@@ -4,6 +4,7 @@
 
 mod drift;
 mod labels;
+pub mod lease;
 mod pass;
 mod refs;
 mod releases;
@@ -23,6 +24,7 @@ use crate::git::{self, GitError, GitSource, Note};
 use crate::helm::cli::{Charts, Helm, HelmError};
 use crate::render::kustomize::{Kustomize, KustomizeError, Workspace};
 use crate::report::{self, ClusterStatus, DriftRepair, PassReport, ProfileStatus, StateNote};
+use crate::serve::{self, metrics::PollResult};
 
 use drift::DriftWatch;
 use tokio::sync::mpsc;
@@ -41,6 +43,19 @@ pub enum DaemonError {
     /// `--helm-bin` names no executable.
     #[error(transparent)]
     Helm(#[from] HelmError),
+    /// Leader election cannot start (`--leader-elect` settings).
+    #[error(transparent)]
+    Lease(#[from] lease::LeaseError),
+    /// A sharded daemon cannot write `<ref>/shard-<i>` because the unsharded `<ref>` exists.
+    #[error(
+        "writing the shard's notes failed: {notes_ref} exists (written unsharded), and Git cannot hold {notes_ref}/shard-N next to it; rename or delete it (e.g. git update-ref -d {notes_ref} after keeping a copy), or pass another --notes-ref: {source}"
+    )]
+    ShardRefConflict {
+        /// The unsharded notes ref in the way.
+        notes_ref: String,
+        /// The failed write.
+        source: GitError,
+    },
     /// A blocking task panicked or was cancelled.
     #[error("internal task failed: {0}")]
     Task(String),
@@ -59,7 +74,8 @@ pub struct Options {
     pub kubeconfig_dir: PathBuf,
     /// Cluster of the inventory that receives `deploymentType: Local` objects.
     pub management_cluster: Option<String>,
-    /// Notes ref of the human note; the state note goes to `<ref>-state`.
+    /// Notes ref of the human note; the state note goes to `<ref>-state` (with shards, these
+    /// are the base of the shard's refs: see [`Options::human_ref`]).
     pub notes_ref: String,
     /// Push the notes refs (default: when the repo is a remote).
     pub push_notes: Option<bool>,
@@ -89,12 +105,23 @@ pub struct Options {
     pub watch_drift: bool,
     /// Glob of refs whose head commits get a plan note (`run --plan-refs 'refs/pull/*/head'`).
     pub plan_refs: Option<String>,
+    /// The clusters this replica owns (`--shards`, `--shard-index`); its notes refs.
+    pub shard: crate::shard::Shard,
+    /// `--leader-elect`: hold this Lease in the management cluster before doing anything.
+    pub lease: Option<lease::LeaseOptions>,
+    /// User-Agent of this replica's Kubernetes requests (names the replica in audit logs).
+    pub user_agent: Option<String>,
 }
 
 impl Options {
-    /// The state notes ref.
+    /// The human notes ref this replica writes (`<notes-ref>/shard-<i>` with shards).
+    pub fn human_ref(&self) -> String {
+        self.shard.notes_ref(&self.notes_ref)
+    }
+
+    /// The state notes ref this replica writes (`<human_ref>-state`).
     pub fn state_ref(&self) -> String {
-        format!("{}-state", self.notes_ref)
+        self.shard.state_ref(&self.notes_ref)
     }
 
     /// The notes ref of pull-request plans (`--plan-refs`).
@@ -136,7 +163,12 @@ impl Fleet {
         {
             return Ok(Arc::clone(target));
         }
-        let client = cluster::client(cluster, &self.options.kubeconfig_dir).await?;
+        let client = cluster::client_as(
+            cluster,
+            &self.options.kubeconfig_dir,
+            self.options.user_agent.as_deref(),
+        )
+        .await?;
         let target = Arc::new(Target::new(cluster.name.clone(), client));
         targets.insert(
             cluster.name.clone(),
@@ -294,6 +326,9 @@ pub struct Daemon {
     planned: std::collections::BTreeSet<String>,
     /// Watchers of the objects templateResourceRefs read (only under `run`).
     refs: Option<refs::RefWatchers>,
+    /// Metrics, readiness and the webhook's poll requests of the HTTP listener (`run` with
+    /// `--http-addr`).
+    http: Option<Arc<serve::Shared>>,
 }
 
 impl Daemon {
@@ -340,7 +375,14 @@ impl Daemon {
             last_report: None,
             planned: Default::default(),
             refs: None,
+            http: None,
         })
+    }
+
+    /// Reports passes, polls and drift repairs to the HTTP listener, and polls when it asks.
+    pub fn with_http(mut self, shared: Arc<serve::Shared>) -> Self {
+        self.http = Some(shared);
+        self
     }
 
     fn options(&self) -> &Options {
@@ -415,6 +457,24 @@ impl Daemon {
 
     async fn pass(&mut self, commit: &str, subject: &str, repo: &ConfigRepo) -> PassReport {
         let now = tokio::time::Instant::now();
+        let report = self.pass_inner(commit, subject, repo, now).await;
+        if let Some(http) = &self.http {
+            let unix = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            http.passed(&report, now.elapsed(), unix);
+        }
+        report
+    }
+
+    /// The pass itself (`pass` times it and reports it to the HTTP listener).
+    async fn pass_inner(
+        &mut self,
+        commit: &str,
+        subject: &str,
+        repo: &ConfigRepo,
+        now: tokio::time::Instant,
+    ) -> PassReport {
         let skipped = self.backoff.skipped(now);
         let workspace = match &self.kustomize {
             Some((c, w)) if c == commit => Arc::clone(w),
@@ -526,7 +586,7 @@ impl Daemon {
         }
         let notes = vec![
             Note {
-                notes_ref: self.options().notes_ref.clone(),
+                notes_ref: self.options().human_ref(),
                 commit: report.commit.clone(),
                 text: note.clone(),
             },
@@ -549,6 +609,24 @@ impl Daemon {
                 self.last_state = Some(state);
                 Ok(note)
             }
+            Err(DaemonError::Git(e)) if self.options().shard.sharded() => {
+                let base = self.options().notes_ref.clone();
+                let check = base.clone();
+                let exists = self
+                    .with_git(move |g| g.has_notes_ref(&check))
+                    .await
+                    .unwrap_or(false);
+                let e = if exists {
+                    DaemonError::ShardRefConflict {
+                        notes_ref: base,
+                        source: e,
+                    }
+                } else {
+                    DaemonError::Git(e)
+                };
+                error!(error = %e, "writing notes failed");
+                Err(e)
+            }
             Err(e) => {
                 error!(error = %e, "writing notes failed");
                 Err(e)
@@ -560,6 +638,23 @@ impl Daemon {
     /// new commits, re-run the last valid commit for retries; stop cleanly when `shutdown`
     /// turns true (the pass in flight and its notes finish first).
     pub async fn run(&mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), DaemonError> {
+        // --leader-elect: wait as a candidate; nothing below runs before we hold the Lease.
+        let leadership = match self.options().lease.clone() {
+            Some(options) => {
+                if let Some(http) = &self.http {
+                    http.set_standby(true);
+                }
+                let lead = self.lead(options, &mut shutdown).await;
+                if let Some(http) = &self.http {
+                    http.set_standby(false);
+                }
+                match lead? {
+                    Some(leadership) => Some(leadership),
+                    None => return Ok(()),
+                }
+            }
+            None => None,
+        };
         let watcher = self.with_git(|g| g.watch()).await.unwrap_or_else(|e| {
             warn!(error = %e, "cannot watch the repository's refs; polling only");
             None
@@ -579,7 +674,17 @@ impl Daemon {
             if *shutdown.borrow() {
                 break;
             }
-            match self.with_git(|g| g.poll()).await {
+            let polled = self.with_git(|g| g.poll()).await;
+            if let Some(http) = &self.http {
+                http.metrics.record_poll(match &polled {
+                    Ok(poll) if self.last_seen.as_deref() == Some(poll.commit.as_str()) => {
+                        PollResult::Unchanged
+                    }
+                    Ok(_) => PollResult::NewCommit,
+                    Err(_) => PollResult::Error,
+                });
+            }
+            match polled {
                 Ok(poll) => {
                     let new = self.last_seen.as_deref() != Some(poll.commit.as_str());
                     let result = if new {
@@ -612,6 +717,13 @@ impl Daemon {
                         }
                     } => break,
                     _ = self.fleet.wake.notified() => break,
+                    // A verified webhook: poll now (the loop polls first thing).
+                    _ = async {
+                        match &self.http {
+                            Some(http) => http.poll_requested().await,
+                            None => std::future::pending().await,
+                        }
+                    } => break,
                     _ = shutdown.changed() => break,
                     _ = classify_timer.tick() => {
                         if let Err(e) = self.reclassify().await {
@@ -631,6 +743,9 @@ impl Daemon {
                 }
             }
         }
+        if let Some(leadership) = leadership {
+            leadership.release().await;
+        }
         info!("stopped");
         Ok(())
     }
@@ -643,6 +758,9 @@ impl Daemon {
             while let Ok(more) = rx.try_recv() {
                 arrived.push(more);
             }
+        }
+        if let Some(http) = &self.http {
+            http.metrics.record_repairs(&arrived);
         }
         let Some(mut report) = self.last_report.take() else {
             return;

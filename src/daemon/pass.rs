@@ -22,7 +22,8 @@ use crate::helm::{self, ReleaseEntry};
 use crate::plan::{self, Claim, Conflict, Deployed, Step};
 use crate::render::{self, kustomize::Workspace, sandbox::Sandbox};
 use crate::report::{
-    Action, ClusterReport, ClusterStatus, ObjectChange, PassReport, ProfileReport, ProfileStatus,
+    Action, ClusterReport, ClusterStatus, Failure, ObjectChange, PassReport, ProfileReport,
+    ProfileStatus,
 };
 
 use super::Fleet;
@@ -70,7 +71,11 @@ pub async fn run_pass(
     let concurrency = fleet.options.concurrency.max(1);
 
     // Reach every cluster: classify it and read what is deployed there.
-    let reach = futures::stream::iter(repo.clusters.values().map(|cluster| {
+    // With shards, only this shard's clusters: the others are never reached, planned, pruned
+    // or withdrawn here.
+    let shard = fleet.options.shard;
+    let owned = repo.clusters.values().filter(|c| shard.owns(&c.name));
+    let reach = futures::stream::iter(owned.map(|cluster| {
         let management = management.as_ref();
         async move {
             if cluster.paused {
@@ -361,12 +366,16 @@ async fn sync_cluster(
             }
         }
         let result = match result {
-            Err(e) => Err(report_for(
-                p.name.clone(),
-                Some(p.spec.sync_mode),
-                ProfileStatus::Failed,
-            )
-            .with_error(e.to_string())),
+            Err(e) => {
+                let mut report = report_for(
+                    p.name.clone(),
+                    Some(p.spec.sync_mode),
+                    ProfileStatus::Failed,
+                )
+                .with_error(e.to_string());
+                report.failure = Some(Failure::Render);
+                Err(report)
+            }
             Ok(r) if !r.pending.is_empty() => {
                 let mut report = report_for(
                     p.name.clone(),
@@ -585,6 +594,7 @@ fn report_for(
         errors: vec![],
         remarks: vec![],
         hashes: BTreeMap::new(),
+        failure: None,
     }
 }
 
@@ -767,6 +777,7 @@ async fn deploy(
                 }
             }
             report.status = ProfileStatus::Failed;
+            report.failure = Some(Failure::Helm);
             report.applied_commit = applied_commit_of(reached, &profile.name);
             return report;
         }
@@ -841,6 +852,9 @@ async fn deploy(
             }
         }
         merge(&mut report, outcome, prefix);
+    }
+    if !report.errors.is_empty() {
+        report.failure = Some(Failure::Apply);
     }
     report.status = if !report.errors.is_empty() {
         ProfileStatus::Failed
@@ -934,6 +948,9 @@ async fn withdraw(
             )
             .instrument(span)
             .await;
+            if !outcome.errors.is_empty() {
+                report.failure = Some(Failure::Helm);
+            }
             report.changes.extend(outcome.changes);
             report.errors.extend(outcome.errors);
             for (key, entry) in &outcome.entries {
@@ -957,6 +974,7 @@ async fn withdraw(
     }
     if !report.errors.is_empty() {
         report.status = ProfileStatus::Failed;
+        report.failure.get_or_insert(Failure::Apply);
     }
     info!(profile, leave, "withdrawn");
     report

@@ -79,6 +79,57 @@ impl GitSource {
         }
     }
 
+    /// The state notes of `commit` for the human notes ref `notes_ref`: `<notes_ref>-state`
+    /// and every shard's `<notes_ref>/shard-<i>-state` that exists (found by listing the refs,
+    /// so readers need no `--shards`), as (ref, text) in ref order. A remote's are refreshed
+    /// first (a failed refresh is logged and the mirror's are read).
+    pub fn state_notes(
+        &self,
+        notes_ref: &str,
+        commit: &str,
+    ) -> Result<Vec<(String, String)>, GitError> {
+        let base = full_notes_ref(notes_ref);
+        if self.is_remote() {
+            for refspec in [format!("{base}-state"), format!("{base}/*")] {
+                if let Err(e) = self.fetch_force(&refspec) {
+                    tracing::warn!(error = %e, %refspec, "could not refresh notes from the remote; reading the mirror's");
+                }
+            }
+        }
+        let mut refs = vec![format!("{base}-state")];
+        let references = self
+            .repo
+            .references_glob(&format!("{base}/shard-*-state"))
+            .map_err(|e| self.repo_err("list the shard notes refs", &e))?;
+        let mut shards: Vec<(u32, String)> = references
+            .flatten()
+            .filter_map(|r| {
+                let name = r.name().ok()?.to_string();
+                Some((crate::shard::state_ref_shard(&base, &name)?, name))
+            })
+            .collect();
+        shards.sort();
+        refs.extend(shards.into_iter().map(|(_, name)| name));
+        let mut out = Vec::new();
+        for r in refs {
+            if let Some(text) = self.read_note(&r, commit)? {
+                out.push((r, text));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether the notes ref exists here or on the remote (a sharded daemon cannot write
+    /// `<ref>/shard-<i>` next to an existing `<ref>`: Git refs are paths, and a file and a
+    /// directory of one name clash).
+    pub fn has_notes_ref(&self, notes_ref: &str) -> Result<bool, GitError> {
+        let full = full_notes_ref(notes_ref);
+        if self.repo.find_reference(&full).is_ok() {
+            return Ok(true);
+        }
+        self.remote_has_ref(&full)
+    }
+
     /// Writes the notes locally (replacing flotilla's previous note on each commit), then, for a
     /// remote and when `push` is set, pushes every touched notes ref. A rejected push (someone
     /// else pushed notes meanwhile) is answered by fetching the remote's notes ref over ours,

@@ -124,6 +124,30 @@ impl GitSource {
         Ok(advertised)
     }
 
+    /// Whether the remote advertises `name` (one ls-remote, nothing fetched); false for a
+    /// local repository.
+    pub(super) fn remote_has_ref(&self, name: &str) -> Result<bool, GitError> {
+        let Kind::Remote { url, port } = &self.kind else {
+            return Ok(false);
+        };
+        let mut remote = self
+            .repo
+            .remote_anonymous(url)
+            .map_err(|e| self.repo_err("create the remote", &e))?;
+        let auth = Auth::new(&self.credentials, *port);
+        let mut proxy = ProxyOptions::new();
+        proxy.auto();
+        let connection = remote
+            .connect_auth(Direction::Fetch, Some(auth.callbacks()), Some(proxy))
+            .map_err(|e| self.network_err(&auth, format!("connect to look for {name}"), &e))?;
+        let found = connection
+            .list()
+            .map_err(|e| self.network_err(&auth, format!("look for {name}"), &e))?
+            .iter()
+            .any(|head| head.name() == name);
+        Ok(found)
+    }
+
     /// The commit a head is reviewed against: the merge base of `head` and `base`, or `base`
     /// itself when they share no history.
     pub fn merge_base(&self, base: &str, head: &str) -> Result<String, GitError> {

@@ -109,6 +109,22 @@ pub struct ProfileReport {
     pub remarks: Vec<String>,
     /// Object hashes after the pass.
     pub hashes: BTreeMap<String, String>,
+    /// Which step failed, when the profile failed (the error kind of `/metrics`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Failure>,
+}
+
+/// The step where a profile failed on a cluster: lets metrics count errors by kind without
+/// reading the error texts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Failure {
+    /// Rendering (templates, templateResourceRef reads, kustomize).
+    Render,
+    /// A Helm release (chart fetch, install, upgrade, uninstall).
+    Helm,
+    /// Applying, pruning or withdrawing objects, or their inventory.
+    Apply,
 }
 
 /// How a cluster fared.

@@ -466,6 +466,7 @@ mod tests {
             errors: vec![],
             remarks: vec![],
             hashes: BTreeMap::new(),
+            failure: None,
         }
     }
 

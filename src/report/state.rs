@@ -136,6 +136,28 @@ impl StateNote {
         serde_json::from_str(text)
     }
 
+    /// One state note of a commit from the notes of several shards (and an unsharded one):
+    /// every cluster of each (a later note wins a cluster both list), valid only when all are,
+    /// errors and drift of all. `None` when there is no note.
+    pub fn merge(notes: Vec<StateNote>) -> Option<StateNote> {
+        let mut notes = notes.into_iter();
+        let mut merged = notes.next()?;
+        for note in notes {
+            merged.valid &= note.valid;
+            for error in note.errors {
+                if !merged.errors.contains(&error) {
+                    merged.errors.push(error);
+                }
+            }
+            if merged.desired_commit.is_none() {
+                merged.desired_commit = note.desired_commit;
+            }
+            merged.clusters.extend(note.clusters);
+            merged.drift.extend(note.drift);
+        }
+        Some(merged)
+    }
+
     /// Pretty JSON, stable (maps are sorted).
     pub fn to_text(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_default() + "\n"
@@ -248,6 +270,26 @@ mod tests {
             }],
             drift: vec![],
         }
+    }
+
+    #[test]
+    fn merge_of_shard_notes() {
+        assert_eq!(StateNote::merge(vec![]), None);
+        let a = state_note(&pass(vec![]));
+        let mut b = a.clone();
+        let one = b.clusters.remove("one").expect("cluster one");
+        b.clusters.insert("two".into(), one);
+        b.valid = false;
+        b.errors = vec!["x.yaml:1: bad".into()];
+        let merged = StateNote::merge(vec![a.clone(), b]).expect("merged");
+        assert_eq!(
+            merged.clusters.keys().collect::<Vec<_>>(),
+            ["one", "two"],
+            "every shard's clusters"
+        );
+        assert!(!merged.valid, "invalid when one shard says so");
+        assert_eq!(merged.errors, ["x.yaml:1: bad"]);
+        assert_eq!(StateNote::merge(vec![a.clone()]), Some(a));
     }
 
     fn gpu_conflict() -> LabelConflict {

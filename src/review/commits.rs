@@ -152,16 +152,19 @@ fn latest_state_note(
     base: &str,
     notes_ref: &str,
 ) -> Result<Option<(String, StateNote)>, ReviewError> {
-    let state_ref = format!("{notes_ref}-state");
     for commit in source.first_parents(base, NOTE_SEARCH_DEPTH)? {
-        let Some(text) = source.read_note(&state_ref, &commit)? else {
-            continue;
-        };
-        match StateNote::parse(&text) {
-            Ok(note) => return Ok(Some((commit, note))),
-            Err(e) => {
-                tracing::warn!(%commit, error = %e, "state note is not flotilla's JSON; looking further back");
+        // The unsharded note and every shard's, merged: labels of all clusters.
+        let mut notes = Vec::new();
+        for (state_ref, text) in source.state_notes(notes_ref, &commit)? {
+            match StateNote::parse(&text) {
+                Ok(note) => notes.push(note),
+                Err(e) => {
+                    tracing::warn!(%commit, %state_ref, error = %e, "state note is not flotilla's JSON; looking further back");
+                }
             }
+        }
+        if let Some(note) = StateNote::merge(notes) {
+            return Ok(Some((commit, note)));
         }
     }
     Ok(None)

@@ -7,13 +7,30 @@ use std::time::{Duration, Instant};
 use super::ControlPlanes;
 use super::fleet::{ConfigRepo, flotilla_bin};
 
-/// A `flotilla` command with logging on (so a failing test shows what the daemon did) and no
-/// token from the test's environment.
+/// A `flotilla` command with logging on (so a failing test shows what the daemon did), no
+/// token from the test's environment, and no HTTP listener unless a test passes `--http-addr`
+/// (daemons of parallel tests would all want the default port).
 pub fn flotilla() -> Command {
     let mut cmd = Command::new(flotilla_bin());
     cmd.env_remove("FLOTILLA_GIT_TOKEN")
+        .env_remove("FLOTILLA_WEBHOOK_SECRET_FILE")
+        .env("FLOTILLA_HTTP_ADDR", "off")
         .env("FLOTILLA_LOG", "info");
     cmd
+}
+
+/// `--http-addr off` when this `flotilla run` has an HTTP endpoint (several daemons of one test
+/// would otherwise all bind the default port), else nothing.
+pub fn no_http() -> Vec<String> {
+    let help = flotilla()
+        .args(["run", "--help"])
+        .output()
+        .expect("run flotilla run --help");
+    if String::from_utf8_lossy(&help.stdout).contains("--http-addr") {
+        vec!["--http-addr".into(), "off".into()]
+    } else {
+        vec![]
+    }
 }
 
 /// A `flotilla run` child process. Dropping it kills the process (every test path, panics
@@ -28,6 +45,11 @@ impl Daemon {
     /// Spawns `flotilla run ARGS`; stdout and stderr go to a log file (never a pipe that could
     /// fill up and block the daemon).
     pub fn spawn(args: &[&std::ffi::OsStr]) -> Daemon {
+        Daemon::spawn_env(args, &[])
+    }
+
+    /// [`spawn`](Self::spawn) with extra environment variables (`POD_NAME`, ...).
+    pub fn spawn_env(args: &[&std::ffi::OsStr], env: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("flotilla-daemon-")
             .tempdir()
@@ -38,6 +60,7 @@ impl Daemon {
         let child = flotilla()
             .arg("run")
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err))
@@ -53,6 +76,16 @@ impl Daemon {
     /// `flotilla run` of `repo` (its URL and cache directory) over `fleet`, with `extra` flags
     /// (the interval, a management cluster, ...).
     pub fn on(repo: &ConfigRepo, fleet: &ControlPlanes, extra: &[&str]) -> Daemon {
+        Daemon::on_env(repo, fleet, extra, &[])
+    }
+
+    /// [`on`](Self::on) with extra environment variables (`POD_NAME` of a replica, ...).
+    pub fn on_env(
+        repo: &ConfigRepo,
+        fleet: &ControlPlanes,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let mut args: Vec<std::ffi::OsString> = vec![
             "--repo".into(),
             repo.url().into(),
@@ -63,7 +96,7 @@ impl Daemon {
         ];
         args.extend(extra.iter().map(|a| a.into()));
         let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
-        Daemon::spawn(&args)
+        Daemon::spawn_env(&args, env)
     }
 
     pub fn pid(&self) -> u32 {
