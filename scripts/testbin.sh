@@ -3,18 +3,32 @@
 # module proxy, into a cache outside the repository. Idempotent: a binary already in the cache is
 # kept, so a second run takes seconds. Prints what the cache holds.
 #
+#   scripts/testbin.sh            every binary below
+#   scripts/testbin.sh TOOL...    only these (etcd, helm, kustomize, registry, kube-apiserver,
+#                                 kubectl); scripts/build-release.sh and deploy/Dockerfile build
+#                                 `helm kustomize` this way for the release
+#
 #   FLOTILLA_TESTBIN   cache directory (default: $HOME/.cache/flotilla/testbin)
 #
+# Versions: scripts/lib/pins.sh.
 # Layout: $FLOTILLA_TESTBIN/kube-apiserver-v1.34.4, kube-apiserver-v1.37.2, kubectl-v1.37.2,
 #         etcd-v3.6.16, helm-v4.3.1, kustomize-v5.7.1, registry-v3.0.0 (the CNCF distribution
 #         OCI registry, for helm's oci:// tests), and version-less symlinks for the newest.
 set -euo pipefail
 
-KUBE_VERSIONS=(v1.34.4 v1.37.2)   # two minors, so version classifiers meet real differences
-ETCD_VERSION=v3.6.16
-HELM_VERSION=v4.3.1
-KUSTOMIZE_VERSION=v5.7.1
-REGISTRY_VERSION=v3.0.0           # github.com/distribution/distribution/v3; its go.mod says go 1.23.7
+# shellcheck source-path=SCRIPTDIR source=lib/pins.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/pins.sh"
+
+ALL_TOOLS=(etcd helm kustomize registry kube-apiserver kubectl)
+if [ $# -eq 0 ]; then TOOLS=("${ALL_TOOLS[@]}"); else TOOLS=("$@"); fi
+for tool in "${TOOLS[@]}"; do
+  case " ${ALL_TOOLS[*]} " in
+    *" $tool "*) ;;
+    *) echo "testbin: unknown tool $tool (known: ${ALL_TOOLS[*]})" >&2; exit 2 ;;
+  esac
+done
+# wanted TOOL — whether this run builds TOOL.
+wanted() { case " ${TOOLS[*]} " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
 BIN="${FLOTILLA_TESTBIN:-$HOME/.cache/flotilla/testbin}"
 WORK="$BIN/.build"
@@ -112,22 +126,35 @@ go_install() {
 
 link() { ln -sfn "$2" "$BIN/$1"; }
 
-build_etcd
-go_install helm helm.sh/helm/v4/cmd/helm "$HELM_VERSION"
-go_install kustomize sigs.k8s.io/kustomize/kustomize/v5 "$KUSTOMIZE_VERSION"
-go_install registry github.com/distribution/distribution/v3/cmd/registry "$REGISTRY_VERSION"
+if wanted etcd; then build_etcd; link etcd "etcd-$ETCD_VERSION"; fi
+if wanted helm; then
+  go_install helm helm.sh/helm/v4/cmd/helm "$HELM_VERSION"
+  link helm "helm-$HELM_VERSION"
+fi
+if wanted kustomize; then
+  go_install kustomize sigs.k8s.io/kustomize/kustomize/v5 "$KUSTOMIZE_VERSION"
+  link kustomize "kustomize-$KUSTOMIZE_VERSION"
+fi
+if wanted registry; then
+  go_install registry github.com/distribution/distribution/v3/cmd/registry "$REGISTRY_VERSION"
+  link registry "registry-$REGISTRY_VERSION"
+fi
 newest=${KUBE_VERSIONS[${#KUBE_VERSIONS[@]}-1]}
-for v in "${KUBE_VERSIONS[@]}"; do
-  if [ "$v" = "$newest" ]; then build_kube "$v" kube-apiserver kubectl; else build_kube "$v" kube-apiserver; fi
-done
-
-link etcd "etcd-$ETCD_VERSION"
-link helm "helm-$HELM_VERSION"
-link kustomize "kustomize-$KUSTOMIZE_VERSION"
-link registry "registry-$REGISTRY_VERSION"
-link kube-apiserver "kube-apiserver-$newest"
-link kubectl "kubectl-$newest"
-printf '%s\n' "${KUBE_VERSIONS[@]}" > "$BIN/kube-versions"
+if wanted kube-apiserver; then
+  for v in "${KUBE_VERSIONS[@]}"; do
+    if [ "$v" = "$newest" ] && wanted kubectl; then
+      build_kube "$v" kube-apiserver kubectl
+    else
+      build_kube "$v" kube-apiserver
+    fi
+  done
+  link kube-apiserver "kube-apiserver-$newest"
+  printf '%s\n' "${KUBE_VERSIONS[@]}" > "$BIN/kube-versions"
+fi
+if wanted kubectl; then
+  build_kube "$newest" kubectl
+  link kubectl "kubectl-$newest"
+fi
 
 log "cache $BIN holds:"
 for f in "$BIN"/*-v[0-9]*; do printf '  %s\n' "$(basename "$f")"; done >&2
