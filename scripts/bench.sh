@@ -570,7 +570,8 @@ PY
         c=c$(((e - 1) % 3 + 1))
         "$kubectl" --kubeconfig "$work/fleet/$c.kubeconfig" -n bench patch configmap \
           "p$(((e - 1) % 10 + 1))-o$(((e - 1) % per + 1))" --type merge \
-          -p "{\"data\":{\"value\":\"edited-$e\"}}" --field-manager bench-edit >/dev/null
+          -p "{\"data\":{\"value\":\"edited-$e\"}}" --field-manager bench-edit >/dev/null ||
+          { echo "bench: drift: edit $e failed; the daemon's log:" >&2; cat "$work/drift.log" >&2; exit 1; }
         sleep 0.5
       done
       sleep 2
