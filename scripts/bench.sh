@@ -108,9 +108,24 @@ fi
 
 # A config repo (scripts/gen-fleet.sh): 3 clusters, $profiles profiles p1..pP of 10 ConfigMaps
 # each (templated with the cluster's name and shard label), and p-ns, the Namespace they depend on.
-make_repo() { scripts/gen-fleet.sh --out "$1" --clusters 3 --profiles "$profiles" --objects 10; }
+make_repo() {
+  scripts/gen-fleet.sh --out "$1" --clusters 3 --profiles "$profiles" --objects 10 --namespace "$2"
+}
 
-commit() { git -C "$1" -c user.name=bench -c user.email=bench@example.com commit -q -a -m "$2"; }
+# withdraw_all REPO SYNC_ARGS...: commits REPO without any profile (pushing it to its bare
+# remote, if it has one) and runs `flotilla sync --once SYNC_ARGS...` (not timed): every
+# workload leaves the clusters without its objects, so the next workload's timed pass does not
+# withdraw them. Namespaces go as well; a bare apiserver has no namespace controller, so a
+# deleted namespace stays Terminating: every workload and run uses namespaces of its own.
+withdraw_all() {
+  local repo=$1; shift
+  git -C "$repo" rm -q -r --ignore-unmatch profiles
+  commit "$repo" "withdraw everything"
+  if git -C "$repo" remote | grep -q .; then git -C "$repo" push -q origin main; fi
+  "$flotilla" sync --once "$@" >/dev/null 2>&1 || echo "bench: withdrawing $repo failed" >&2
+}
+
+commit() { git -C "$1" -c user.name=bench -c user.email=bench@example.com commit -q --allow-empty -a -m "$2"; }
 
 # count_requests SINCE_LINES... → "writes total" over the clusters' audit logs after the given
 # line counts (one per cluster, as audit_lines prints them)
@@ -278,10 +293,10 @@ median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else prin
 spread() { sort -g | awk 'NR==1{min=$1} {max=$1} END {printf "%s–%s", min, max}'; }
 
 # The drift workload's repo: 3 clusters, 10 ContinuousWithDriftDetection profiles p1..p10 of
-# $2 / 10 plain ConfigMaps each (pI-oJ, data.value "v1") in namespace bench, and p-ns.
+# $2 / 10 plain ConfigMaps each (pI-oJ, data.value "v1") in namespace drift, and p-ns.
 make_drift_repo() {
   scripts/gen-fleet.sh --out "$1" --clusters 3 --profiles 10 --objects $(($2 / 10)) --plain \
-    --sync-mode ContinuousWithDriftDetection
+    --sync-mode ContinuousWithDriftDetection --namespace drift
 }
 
 # mttp_manifests DIR NAMESPACE N: the Namespace (DIR/00-namespace.yaml, first in file order for
@@ -389,12 +404,13 @@ for workload in "${workloads[@]}"; do
       walls=() rsss=() noop_walls=() noop_writes=() noop_totals=() noop_fetched=() noop_cpus=()
       for ((r = 1; r <= runs; r++)); do
         rm -rf "$work/repo$r" "$work/bare$r.git" "$work/cache$r"
-        make_repo "$work/repo$r"
+        make_repo "$work/repo$r" "sync$r"
         git init -q -b main "$work/repo$r"
         git -C "$work/repo$r" add -A
         commit "$work/repo$r" "bench run $r"
         git init -q --bare -b main "$work/bare$r.git"
-        git -C "$work/repo$r" push -q "$work/bare$r.git" main
+        git -C "$work/repo$r" remote add origin "$work/bare$r.git"
+        git -C "$work/repo$r" push -q origin main
         read -r wall rss <<<"$(measure "$flotilla" sync --once --repo "file://$work/bare$r.git" \
           "${sync_args[@]}" --cache-dir "$work/cache$r" --notes-ref "refs/notes/bench$r")"
         walls+=("$wall") rsss+=("$rss")
@@ -406,13 +422,8 @@ for workload in "${workloads[@]}"; do
         noop_walls+=("$wall") noop_writes+=("$writes") noop_totals+=("$total") noop_cpus+=("$(cat "$work/cpu")")
         # The git adapter logs "fetched a new commit" only when a poll fetched.
         noop_fetched+=("$(grep -c 'fetched a new commit' "$work/stderr" || true)")
-        # Clean the clusters for the next run: a commit without the profiles withdraws them.
-        rm -f "$work/repo$r/profiles/"p[0-9]*.yaml
-        git -C "$work/repo$r" add -A
-        commit "$work/repo$r" "withdraw"
-        git -C "$work/repo$r" push -q "$work/bare$r.git" main
-        "$flotilla" sync --once --repo "file://$work/bare$r.git" "${sync_args[@]}" \
-          --cache-dir "$work/cache$r" --notes-ref "refs/notes/bench$r" >/dev/null 2>&1 || true
+        withdraw_all "$work/repo$r" --repo "file://$work/bare$r.git" "${sync_args[@]}" \
+          --cache-dir "$work/cache$r" --notes-ref "refs/notes/bench$r"
       done
       objects=$((3 * (profiles * 10 + 1)))
       row sync "commit → notes pushed, 3 clusters × $profiles profiles × 10 objects ($objects objects)" \
@@ -425,7 +436,7 @@ for workload in "${workloads[@]}"; do
     latency)
       lats=()
       rm -rf "$work/local"
-      make_repo "$work/local"
+      make_repo "$work/local" latency
       rm -f "$work/local/profiles/"p[0-9]*.yaml
       git init -q -b main "$work/local"
       git -C "$work/local" add -A
@@ -435,7 +446,7 @@ for workload in "${workloads[@]}"; do
       daemon_pid=$!
       sleep 3
       for ((r = 1; r <= runs; r++)); do
-        printf 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: latency-%s\n  namespace: bench\ndata:\n  run: "%s"\n' "$r" "$r" \
+        printf 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: latency-%s\n  namespace: latency\ndata:\n  run: "%s"\n' "$r" "$r" \
           > "$work/local/manifests/latency.yaml"
         printf 'apiVersion: flotilla.dev/v1alpha1\nkind: ClusterProfile\nmetadata:\n  name: latency\nspec:\n  clusterSelector: {}\n  dependsOn: [p-ns]\n  policyRefs:\n  - {path: manifests/latency.yaml}\n' \
           > "$work/local/profiles/latency.yaml"
@@ -472,6 +483,8 @@ PY
         sleep 1
       done
       kill "$daemon_pid"; wait "$daemon_pid" 2>/dev/null || true; daemon_pid=""
+      withdraw_all "$work/local" --repo "$work/local" "${sync_args[@]}" --cache-dir "$work/cache-latency" \
+        --notes-ref refs/notes/latency
       row latency "git commit in a local repo → applied on 3 clusters (run, watcher)" \
         "$(printf '%s\n' "${lats[@]}" | median) s ($(printf '%s\n' "${lats[@]}" | spread))" "target ≤ 2 s"
       ;;
@@ -568,10 +581,11 @@ PY
       per=$((objects / 10))
       for ((e = 1; e <= edits; e++)); do
         c=c$(((e - 1) % 3 + 1))
-        "$kubectl" --kubeconfig "$work/fleet/$c.kubeconfig" -n bench patch configmap \
+        "$kubectl" --kubeconfig "$work/fleet/$c.kubeconfig" -n drift patch configmap \
           "p$(((e - 1) % 10 + 1))-o$(((e - 1) % per + 1))" --type merge \
           -p "{\"data\":{\"value\":\"edited-$e\"}}" --field-manager bench-edit >/dev/null ||
-          { echo "bench: drift: edit $e failed; the daemon's log:" >&2; cat "$work/drift.log" >&2; exit 1; }
+          { echo "bench: drift: edit $e failed; the note and the daemon's log:" >&2
+            git -C "$work/drift" notes --ref refs/notes/drift show HEAD >&2; cat "$work/drift.log" >&2; exit 1; }
         sleep 0.5
       done
       sleep 2
@@ -601,6 +615,8 @@ PY
 )"
       [ "$lat_n" -eq "$edits" ] || { echo "bench: drift: $lat_n of $edits edits repaired" >&2; cat "$work/drift.log" >&2; exit 1; }
       kill "$daemon_pid"; wait "$daemon_pid" 2>/dev/null || true; daemon_pid=""
+      withdraw_all "$work/drift" --repo "$work/drift" "${sync_args[@]}" --cache-dir "$work/cache-drift" \
+        --notes-ref refs/notes/drift
       row drift "$edits edits of an owned field → re-applied (audit: edit done → repair done)" \
         "median $lat_median s, max $lat_max s" "target ≤ 2 s, max ≤ 10 s"
       row drift-mem "flotilla run watching 3 clusters × $objects objects ($watches watches)" \
@@ -653,7 +669,8 @@ PY
           git -C "$work/repo-$id" add -A
           commit "$work/repo-$id" "mttp bench $id"
           git init -q --bare -b main "$work/bare-$id.git"
-          git -C "$work/repo-$id" push -q "$work/bare-$id.git" main
+          git -C "$work/repo-$id" remote add origin "$work/bare-$id.git"
+          git -C "$work/repo-$id" push -q origin main
           mttp_sync=("$flotilla" sync --once --repo "file://$work/bare-$id.git" "${sync_args[@]}"
             --cache-dir "$work/cache-$id" --notes-ref "refs/notes/$id")
           read -r wall rss <<<"$(measure "${mttp_sync[@]}")"
@@ -677,6 +694,7 @@ PY
           one_walls+=("$wall")
           got=$(mttp_count "kubectl-$n-$r")
           [ "$got" -eq $((4 * n)) ] || { echo "bench: mttp $id: kubectl applied $got of $((4 * n))" >&2; exit 1; }
+          withdraw_all "$work/repo-$id" "${mttp_sync[@]:3}"
           # ... and one invocation per app (the Namespace first, in the timed loop), in namespace
           # kubectl-loop-N-r; ~0.2 s per kubectl process, so for N ≥ 500 in the first run only.
           [ "$n" -ge 500 ] && [ "$r" -gt 1 ] && continue
@@ -746,7 +764,8 @@ PY
         scripts/gen-fleet.sh --out "$work/repo-$id" --clusters "$n_clusters" --profiles 1 --objects 50 \
           --prefix "$id" --namespace "$id" --git
         git init -q --bare -b main "$work/bare-$id.git"
-        git -C "$work/repo-$id" push -q "$work/bare-$id.git" main
+        git -C "$work/repo-$id" remote add origin "$work/bare-$id.git"
+        git -C "$work/repo-$id" push -q origin main
         fleet_sync=("$flotilla" sync --once --repo "file://$work/bare-$id.git" "${sync_args[@]}"
           --cache-dir "$work/cache-$id" --notes-ref "refs/notes/$id")
         read -r wall rss <<<"$(measure "${fleet_sync[@]}")"
@@ -773,6 +792,7 @@ PY
             [ "$got" -ge 50 ] || { echo "bench: fleet $id: $got ConfigMaps in $c/$ns" >&2; cat "$work/stderr" >&2; exit 1; }
           done
         done
+        withdraw_all "$work/repo-$id" "${fleet_sync[@]:3}"
       done
       fl=$(printf '%s\n' "${walls[@]}" | median)
       kc=$(printf '%s\n' "${k_walls[@]}" | median)
