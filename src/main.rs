@@ -15,6 +15,12 @@ use flotilla::render::{self, kustomize, sandbox::Sandbox};
 use flotilla::report::{ClusterStatus, StateNote};
 use flotilla::{cluster, daemon, source};
 
+/// mimalloc instead of glibc's malloc: rendering a fleet allocates and frees millions of small
+/// values from two threads, where glibc's allocator spent a quarter of the time (consolidating
+/// and unlinking free chunks).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Keeps the add-ons of a fleet of Kubernetes clusters in the state a Git repository declares.
 #[derive(Parser)]
 #[command(name = "flotilla", version, about)]
