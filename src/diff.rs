@@ -175,6 +175,10 @@ fn str_at<'a>(object: &'a Value, path: &[&str]) -> &'a str {
 /// YAML serialization ever fails, so a diff is still produced (and still redacted).
 fn render(object: &Value) -> String {
     let yaml = |clean: &Value| {
+        // The plainest objects are written without serde-saphyr, exactly as it would.
+        if let Some(text) = crate::config::yaml_fast::to_string(clean) {
+            return text;
+        }
         serde_saphyr::to_string(clean)
             .or_else(|_| serde_json::to_string_pretty(clean).map(|text| text + "\n"))
             .unwrap_or_default()

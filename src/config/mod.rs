@@ -8,7 +8,7 @@ mod load;
 pub mod types;
 mod validate;
 pub mod yaml;
-mod yaml_fast;
+pub(crate) mod yaml_fast;
 
 use std::collections::BTreeMap;
 

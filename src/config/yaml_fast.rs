@@ -176,6 +176,115 @@ fn with_plain<T>(text: &str, f: impl FnOnce(Option<&Value>) -> T) -> T {
     })
 }
 
+thread_local! {
+    /// Scalar (`s` + a string, or `o` + JSON of another scalar) → how serde-saphyr writes it as
+    /// a mapping value (`None`: not on one line).
+    static VALUE_TEXT: RefCell<HashMap<String, Option<String>>> = RefCell::new(HashMap::new());
+    /// Key → how serde-saphyr writes it as a mapping key (`None`: not on one line).
+    static KEY_TEXT: RefCell<HashMap<String, Option<String>>> = RefCell::new(HashMap::new());
+}
+
+/// Strings and keys longer than this are written by serde-saphyr (long ones may be folded).
+const MAX_SCALAR_OUT: usize = 64;
+
+/// `serde_saphyr::to_string(value)` for the plainest values: a non-empty mapping of nested
+/// non-empty mappings and scalars (no sequence, no empty collection), short one-line scalars.
+/// `None` for anything else (the caller then runs serde-saphyr). Each scalar's text is the one
+/// serde-saphyr writes for it as the value of a one-key mapping, memoized per thread; in block
+/// style its choice of plain or quoted does not depend on where the scalar is.
+pub fn to_string(value: &Value) -> Option<String> {
+    let Value::Object(map) = value else {
+        return None;
+    };
+    let mut out = String::new();
+    write_mapping(map, 0, &mut out)?;
+    Some(out)
+}
+
+/// Writes a non-empty block mapping at `indent`.
+fn write_mapping(map: &Map<String, Value>, indent: usize, out: &mut String) -> Option<()> {
+    if map.is_empty() || indent > 2 * MAX_DEPTH {
+        return None;
+    }
+    for (key, value) in map {
+        out.extend(std::iter::repeat_n(' ', indent));
+        with_text(&KEY_TEXT, key, || key_text(key), |text| out.push_str(text))?;
+        match value {
+            Value::Object(child) => {
+                out.push_str(":\n");
+                write_mapping(child, indent + 2, out)?;
+            }
+            Value::Array(_) => return None,
+            Value::String(text) => {
+                out.push_str(": ");
+                let memo = format!("s{text}");
+                let make = || {
+                    (text.len() <= MAX_SCALAR_OUT)
+                        .then(|| value_text(value))
+                        .flatten()
+                };
+                with_text(&VALUE_TEXT, &memo, make, |text| out.push_str(text))?;
+                out.push('\n');
+            }
+            scalar => {
+                out.push_str(": ");
+                let memo = format!("o{scalar}");
+                with_text(
+                    &VALUE_TEXT,
+                    &memo,
+                    || value_text(scalar),
+                    |text| out.push_str(text),
+                )?;
+                out.push('\n');
+            }
+        }
+    }
+    Some(())
+}
+
+/// `f` of a memoized text (`None` when `make` found none).
+fn with_text(
+    memo: &'static std::thread::LocalKey<RefCell<HashMap<String, Option<String>>>>,
+    key: &str,
+    make: impl FnOnce() -> Option<String>,
+    f: impl FnOnce(&str),
+) -> Option<()> {
+    memo.with(|memo| {
+        if let Some(known) = memo.borrow().get(key) {
+            return known.as_deref().map(f);
+        }
+        let text = make();
+        let out = text.as_deref().map(f);
+        let mut memo = memo.borrow_mut();
+        if memo.len() >= MEMO_ENTRIES {
+            memo.clear();
+        }
+        memo.insert(key.to_string(), text);
+        out
+    })
+}
+
+/// How serde-saphyr writes a scalar as a mapping value, when it is one line.
+fn value_text(scalar: &Value) -> Option<String> {
+    let mut map = Map::new();
+    map.insert("k".into(), scalar.clone());
+    let text = serde_saphyr::to_string(&Value::Object(map)).ok()?;
+    let inner = text.strip_prefix("k: ")?.strip_suffix('\n')?;
+    (!inner.contains('\n')).then(|| inner.to_string())
+}
+
+/// How serde-saphyr writes a key, when it is one line and short.
+fn key_text(key: &str) -> Option<String> {
+    if key.len() > MAX_SCALAR_OUT {
+        return None;
+    }
+    let mut map = Map::new();
+    map.insert(key.to_string(), Value::from(0));
+    let text = serde_saphyr::to_string(&Value::Object(map)).ok()?;
+    let inner = text.strip_suffix(": 0\n")?;
+    (!inner.is_empty() && !inner.contains('\n')).then(|| inner.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,6 +358,117 @@ mod tests {
                 assert_eq!(Some(value), saphyr(text), "{text:?}");
             }
         }
+    }
+
+    #[test]
+    fn writes_what_serde_saphyr_writes_or_declines() {
+        use serde_json::json;
+        let long = "x".repeat(100);
+        let cases = [
+            (
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "namespace": "b"}, "data": {"cluster": "c17", "value": "v1"}}),
+                true,
+            ),
+            (
+                json!({"a": {"b": {"c": {"d": "deep"}}}, "e": 1, "f": -2.5, "g": true, "h": null}),
+                true,
+            ),
+            (
+                json!({"a": "true", "b": "1", "c": "", "d": "a: b", "e": "#x", "f": "x #y", "g": "- x"}),
+                true,
+            ),
+            (
+                json!({"a": "null", "b": "~", "c": "0x1F", "d": "yes", "e": " lead", "f": "trail ", "g": "'q'"}),
+                true,
+            ),
+            (
+                json!({"true": 1, "1": 2, "a b": 3, "a:b": 4, "": 5, "-": 6, "?": 7}),
+                true,
+            ),
+            (json!({"a": "x\ny"}), false),
+            (json!({"a": [1]}), false),
+            (json!({"a": {}}), false),
+            (json!({}), false),
+            (json!("scalar"), false),
+            (json!({"a": long}), false),
+        ];
+        for (value, fast) in cases {
+            let got = to_string(&value);
+            assert_eq!(got.is_some(), fast, "{value}: {got:?}");
+            if let Some(text) = got {
+                assert_eq!(Some(text), serde_saphyr::to_string(&value).ok(), "{value}");
+            }
+        }
+    }
+
+    #[test]
+    fn generated_values_are_written_as_serde_saphyr_writes_them() {
+        let words = [
+            "a",
+            "name",
+            "app.kubernetes.io/name",
+            "true",
+            "1",
+            "0.5",
+            "null",
+            "~",
+            "",
+            " ",
+            "a b",
+            "a: b",
+            "#c",
+            "x #y",
+            "- x",
+            "'q'",
+            "\"q\"",
+            "yes",
+            "No",
+            "0x1F",
+            "1e3",
+            "@at",
+            "`tick",
+            "%p",
+            "&a",
+            "*a",
+            "!t",
+            "|",
+            ">",
+            "[",
+            "{",
+            "é",
+            "tab\there",
+            "a\\b",
+            "2024-01-01",
+            "12:30",
+            "-1",
+            ".inf",
+            "very-long-name-of-a-cluster-in-a-region-0001",
+        ];
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        let mut taken = 0;
+        for _ in 0..3000 {
+            fn value(rng: &mut Rng, words: &[&str], depth: usize) -> Value {
+                let mut map = Map::new();
+                for _ in 0..(1 + rng.next() % 4) {
+                    let key = rng.pick(words).to_string();
+                    let v = match rng.next() % 8 {
+                        0 if depth < 4 => value(rng, words, depth + 1),
+                        1 => Value::from(rng.next() % 1000),
+                        2 => Value::Bool(rng.next().is_multiple_of(2)),
+                        3 => Value::Null,
+                        _ => Value::String(rng.pick(words).to_string()),
+                    };
+                    map.insert(key, v);
+                }
+                Value::Object(map)
+            }
+            let v = value(&mut rng, &words, 0);
+            if let Some(text) = to_string(&v) {
+                taken += 1;
+                assert_eq!(Some(text), serde_saphyr::to_string(&v).ok(), "{v}");
+            }
+        }
+        assert!(taken > 1000, "the fast path took only {taken} values");
     }
 
     /// A tiny deterministic generator (xorshift), so the test needs no crate and never flakes.
