@@ -233,7 +233,7 @@ fn one_sided_diff(old: &str, new: &str, old_label: &str, new_label: &str) -> Opt
     if !text.ends_with('\n') || text.contains('\r') {
         return None;
     }
-    let lines = text.matches('\n').count();
+    let lines = text.bytes().filter(|b| *b == b'\n').count();
     let range = if lines == 1 {
         "1".to_string()
     } else {

@@ -177,9 +177,10 @@ fn with_plain<T>(text: &str, f: impl FnOnce(Option<&Value>) -> T) -> T {
 }
 
 thread_local! {
-    /// Scalar (`s` + a string, or `o` + JSON of another scalar) → how serde-saphyr writes it as
-    /// a mapping value (`None`: not on one line).
-    static VALUE_TEXT: RefCell<HashMap<String, Option<String>>> = RefCell::new(HashMap::new());
+    /// String → how serde-saphyr writes it as a mapping value (`None`: not on one line).
+    static STRING_TEXT: RefCell<HashMap<String, Option<String>>> = RefCell::new(HashMap::new());
+    /// Another scalar, by its JSON → how serde-saphyr writes it as a mapping value.
+    static SCALAR_TEXT: RefCell<HashMap<String, Option<String>>> = RefCell::new(HashMap::new());
     /// Key → how serde-saphyr writes it as a mapping key (`None`: not on one line).
     static KEY_TEXT: RefCell<HashMap<String, Option<String>>> = RefCell::new(HashMap::new());
 }
@@ -217,20 +218,19 @@ fn write_mapping(map: &Map<String, Value>, indent: usize, out: &mut String) -> O
             Value::Array(_) => return None,
             Value::String(text) => {
                 out.push_str(": ");
-                let memo = format!("s{text}");
                 let make = || {
                     (text.len() <= MAX_SCALAR_OUT)
                         .then(|| value_text(value))
                         .flatten()
                 };
-                with_text(&VALUE_TEXT, &memo, make, |text| out.push_str(text))?;
+                with_text(&STRING_TEXT, text, make, |text| out.push_str(text))?;
                 out.push('\n');
             }
             scalar => {
                 out.push_str(": ");
-                let memo = format!("o{scalar}");
+                let memo = scalar.to_string();
                 with_text(
-                    &VALUE_TEXT,
+                    &SCALAR_TEXT,
                     &memo,
                     || value_text(scalar),
                     |text| out.push_str(text),
