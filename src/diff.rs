@@ -7,6 +7,7 @@
 use base64::Engine as _;
 use serde_json::Value;
 use similar::TextDiff;
+use std::fmt::Write as _;
 
 /// Fields under `metadata` that the API server owns; they change on every write and say
 /// nothing about intent, so they would only add noise to a diff.
@@ -33,8 +34,14 @@ const CONTEXT_LINES: usize = 3;
 /// them compares equal to one whose only entry was server-owned.
 pub fn normalize(object: &Value) -> Value {
     let mut out = object.clone();
+    normalize_in_place(&mut out);
+    out
+}
+
+/// [`normalize`] without the copy.
+fn normalize_in_place(out: &mut Value) {
     let Some(root) = out.as_object_mut() else {
-        return out;
+        return;
     };
     root.remove("status");
     if let Some(metadata) = root.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -57,7 +64,6 @@ pub fn normalize(object: &Value) -> Value {
             }
         }
     }
-    out
 }
 
 /// Replaces every value under `data` and `stringData` of a v1 Secret by
@@ -69,10 +75,16 @@ pub fn normalize(object: &Value) -> Value {
 /// guessing low-entropy values. A `data` value that is not valid base64 is hashed as written.
 pub fn redact(object: &Value) -> Value {
     let mut out = object.clone();
+    redact_in_place(&mut out);
+    out
+}
+
+/// [`redact`] without the copy.
+fn redact_in_place(out: &mut Value) {
     let is_secret = out.get("apiVersion").and_then(Value::as_str) == Some("v1")
         && out.get("kind").and_then(Value::as_str) == Some("Secret");
     if !is_secret {
-        return out;
+        return;
     }
     if let Some(data) = out.get_mut("data").and_then(Value::as_object_mut) {
         for value in data.values_mut() {
@@ -94,7 +106,6 @@ pub fn redact(object: &Value) -> Value {
             *value = Value::String(marker(&bytes));
         }
     }
-    out
 }
 
 /// Unified diff (3 lines of context, headers `--- live/<kind>/<namespace>/<name>` and
@@ -111,11 +122,15 @@ pub fn object_diff(live: Option<&Value>, desired: Option<&Value>) -> Option<Stri
         return None;
     }
     let path = header_path(identity);
+    let (old_label, new_label) = (format!("live/{path}"), format!("desired/{path}"));
+    if let Some(text) = one_sided_diff(&live_text, &desired_text, &old_label, &new_label) {
+        return Some(text);
+    }
     let diff = TextDiff::from_lines(&live_text, &desired_text);
     let text = diff
         .unified_diff()
         .context_radius(CONTEXT_LINES)
-        .header(&format!("live/{path}"), &format!("desired/{path}"))
+        .header(&old_label, &new_label)
         .to_string();
     Some(text)
 }
@@ -159,11 +174,86 @@ fn str_at<'a>(object: &'a Value, path: &[&str]) -> &'a str {
 /// Normalized, redacted YAML with keys sorted at every level. Falls back to pretty JSON if
 /// YAML serialization ever fails, so a diff is still produced (and still redacted).
 fn render(object: &Value) -> String {
-    let mut clean = redact(&normalize(object));
+    let yaml = |clean: &Value| {
+        // The plainest objects are written without serde-saphyr, exactly as it would.
+        if let Some(text) = crate::config::yaml_fast::to_string(clean) {
+            return text;
+        }
+        serde_saphyr::to_string(clean)
+            .or_else(|_| serde_json::to_string_pretty(clean).map(|text| text + "\n"))
+            .unwrap_or_default()
+    };
+    // Most rendered objects have nothing to normalize or redact: no copy for them. Keys are
+    // already sorted (serde_json's map is a BTreeMap; `sort_all_objects` only acts with
+    // `preserve_order`, which a unit test rules out).
+    if !needs_cleaning(object) {
+        return yaml(object);
+    }
+    // One copy, normalized then redacted in place (as `redact(&normalize(object))`).
+    let mut clean = object.clone();
+    normalize_in_place(&mut clean);
+    redact_in_place(&mut clean);
     clean.sort_all_objects();
-    serde_saphyr::to_string(&clean)
-        .or_else(|_| serde_json::to_string_pretty(&clean).map(|text| text + "\n"))
-        .unwrap_or_default()
+    yaml(&clean)
+}
+
+/// Whether [`normalize`] or [`redact`] could change the object (conservatively: any Secret,
+/// any field either of them looks at).
+fn needs_cleaning(object: &Value) -> bool {
+    let Some(root) = object.as_object() else {
+        return false;
+    };
+    if root.contains_key("status") || root.get("kind").and_then(Value::as_str) == Some("Secret") {
+        return true;
+    }
+    let Some(metadata) = root.get("metadata").and_then(Value::as_object) else {
+        return false;
+    };
+    SERVER_METADATA_FIELDS
+        .iter()
+        .any(|field| metadata.contains_key(*field))
+        || ["annotations", "labels"].iter().any(|map| {
+            metadata
+                .get(*map)
+                .and_then(Value::as_object)
+                .is_some_and(|m| m.is_empty() || m.contains_key(LAST_APPLIED_ANNOTATION))
+        })
+}
+
+/// The unified diff of a creation (`old` empty) or a deletion (`new` empty) as
+/// [`similar`] writes it — one hunk of every line — without running the diff; `None` for any
+/// other pair, or a text that does not end in a newline or holds a carriage return (those go
+/// to [`similar`]).
+fn one_sided_diff(old: &str, new: &str, old_label: &str, new_label: &str) -> Option<String> {
+    let (text, sign) = match (old.is_empty(), new.is_empty()) {
+        (true, false) => (new, '+'),
+        (false, true) => (old, '-'),
+        _ => return None,
+    };
+    if !text.ends_with('\n') || text.contains('\r') {
+        return None;
+    }
+    let lines = text.bytes().filter(|b| *b == b'\n').count();
+    let range = if lines == 1 {
+        "1".to_string()
+    } else {
+        format!("1,{lines}")
+    };
+    let mut out = String::with_capacity(text.len() + lines + old_label.len() * 2 + 40);
+    let _ = writeln!(out, "--- {old_label}\n+++ {new_label}");
+    match sign {
+        '+' => {
+            let _ = writeln!(out, "@@ -0,0 +{range} @@");
+        }
+        _ => {
+            let _ = writeln!(out, "@@ -{range} +0,0 @@");
+        }
+    }
+    for line in text.split_inclusive('\n') {
+        out.push(sign);
+        out.push_str(line);
+    }
+    Some(out)
 }
 
 /// The redaction marker for a value's bytes (`<redacted fnv1a:XXXXXXXXXXXXXXXX>`), also used
@@ -220,6 +310,74 @@ mod tests {
                     || (line.starts_with('+') && !line.starts_with("+++"))
             })
             .collect()
+    }
+
+    #[test]
+    fn one_sided_diffs_are_what_similar_writes() {
+        let similar = |old: &str, new: &str| {
+            TextDiff::from_lines(old, new)
+                .unified_diff()
+                .context_radius(CONTEXT_LINES)
+                .header("live/a", "desired/a")
+                .to_string()
+        };
+        let texts = [
+            "a\n",
+            "a: 1\nb: 2\n",
+            "\n",
+            "\n\n",
+            "a\n\nb\n",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n  namespace: y\ndata:\n  a: b\n",
+            &"x\n".repeat(40),
+        ];
+        for text in texts {
+            for (old, new) in [("", text), (text, "")] {
+                let fast = one_sided_diff(old, new, "live/a", "desired/a");
+                assert_eq!(
+                    fast.as_deref(),
+                    Some(similar(old, new).as_str()),
+                    "{old:?} → {new:?}"
+                );
+            }
+        }
+        // Left to similar: no final newline, a carriage return, both or neither side empty.
+        for (old, new) in [("", "a"), ("", "a\r\nb\n"), ("a\n", "b\n"), ("", "")] {
+            assert_eq!(
+                one_sided_diff(old, new, "l", "d"),
+                None,
+                "{old:?} → {new:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn render_without_a_copy_is_render_with_one() {
+        // Keys iterate sorted (no `preserve_order`), so skipping `sort_all_objects` is exact.
+        let mut map = serde_json::Map::new();
+        for key in ["b", "a", "c"] {
+            map.insert(key.into(), json!(1));
+        }
+        assert_eq!(map.keys().collect::<Vec<_>>(), ["a", "b", "c"]);
+        let clean = |object: &Value| {
+            let mut out = redact(&normalize(object));
+            out.sort_all_objects();
+            serde_saphyr::to_string(&out).unwrap_or_default()
+        };
+        let mut with_status = configmap("x");
+        with_status["status"] = json!({"a": 1});
+        let mut empty_labels = configmap("x");
+        empty_labels["metadata"]["labels"] = json!({});
+        let cases = [
+            (configmap("x"), false),
+            (secret("a", "b"), true),
+            (with_status, true),
+            (empty_labels, true),
+            (json!("scalar"), false),
+        ];
+        for (object, needs) in cases {
+            assert_eq!(needs_cleaning(&object), needs, "{object}");
+            assert_eq!(render(&object), clean(&object), "{object}");
+        }
     }
 
     #[test]

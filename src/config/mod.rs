@@ -8,6 +8,7 @@ mod load;
 pub mod types;
 mod validate;
 pub mod yaml;
+pub(crate) mod yaml_fast;
 
 use std::collections::BTreeMap;
 

@@ -166,7 +166,13 @@ pub fn check_object(object: &serde_json::Value) -> Result<(), String> {
 pub fn check_manifests(text: &str) -> Result<Vec<serde_json::Value>, (usize, String)> {
     let mut values = Vec::new();
     for doc in split_documents(text) {
-        match serde_saphyr::from_str::<serde_json::Value>(doc.text) {
+        // The plainest documents (most rendered manifests) skip the full parser; anything else,
+        // errors included, is serde-saphyr's.
+        let parsed = match super::yaml_fast::parse(doc.text) {
+            Some(value) => Ok(value),
+            None => serde_saphyr::from_str::<serde_json::Value>(doc.text),
+        };
+        match parsed {
             Ok(serde_json::Value::Null) => {}
             Ok(value) => {
                 if let Err(problem) = check_object(&value) {

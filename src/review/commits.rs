@@ -92,7 +92,9 @@ pub fn review_commits(
         .into_iter()
         .collect();
     let threads = options.threads.max(1).min(names.len().max(1));
-    let chunk = names.len().div_ceil(threads).max(1);
+    // Each worker takes the next cluster when it is done with one, so none idles at the end
+    // while another still has half a chunk to go.
+    let next = std::sync::atomic::AtomicUsize::new(0);
     let context = Context {
         unchanged: unchanged_profiles(base_repo, head_repo),
         base: base_repo,
@@ -102,15 +104,18 @@ pub fn review_commits(
         options,
     };
     let clusters = std::thread::scope(|scope| {
-        let workers: Vec<_> = names
-            .chunks(chunk)
-            .map(|part| {
-                let context = &context;
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let (context, names, next) = (&context, &names, &next);
                 scope.spawn(move || {
                     let sandbox = Sandbox::new();
-                    part.iter()
-                        .map(|name| compare_cluster(context.input(name, &sandbox)))
-                        .collect::<Vec<_>>()
+                    let mut out = Vec::new();
+                    while let Some(name) =
+                        names.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+                    {
+                        out.push(compare_cluster(context.input(name, &sandbox)));
+                    }
+                    out
                 })
             })
             .collect();

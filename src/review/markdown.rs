@@ -2,8 +2,9 @@
 //! per group of clusters whose changes read the same (as the human note groups them), diffs in
 //! fenced blocks; capped below GitHub's 65,536-character comment limit with a visible marker.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::hash::{Hash as _, Hasher as _};
 
 use super::{
     ClusterReview, LabelSource, Membership, ObjectAction, ProfileReview, Review, Side, Targeting,
@@ -27,15 +28,72 @@ pub fn markdown(review: &Review) -> String {
     cap(&blocks(review), MARKDOWN_LIMIT)
 }
 
+/// A block of the output: its text, or a section of a group of clusters whose text is made
+/// again only when it is shown (a big fleet's sections hold every diff; most are cut, and only
+/// their length counts).
+enum Block<'a> {
+    /// Text made already.
+    Text(String),
+    /// `<details>` of clusters whose bodies read the same.
+    Section {
+        /// `<details><summary>…</summary>\n\n`.
+        head: String,
+        /// The first member, whose body is the section's.
+        first: &'a ClusterReview,
+        /// Length of the whole block.
+        len: usize,
+    },
+}
+
+/// What [`cap`] needs of a block.
+trait Piece {
+    /// Length in bytes.
+    fn len(&self) -> usize;
+    /// The text.
+    fn text(&self) -> std::borrow::Cow<'_, str>;
+}
+
+impl Piece for String {
+    fn len(&self) -> usize {
+        String::len(self)
+    }
+
+    fn text(&self) -> std::borrow::Cow<'_, str> {
+        std::borrow::Cow::Borrowed(self)
+    }
+}
+
+/// Ends every section after its trimmed body.
+const SECTION_TAIL: &str = "\n\n</details>\n\n";
+
+impl Piece for Block<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Block::Text(text) => text.len(),
+            Block::Section { len, .. } => *len,
+        }
+    }
+
+    fn text(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            Block::Text(text) => std::borrow::Cow::Borrowed(text),
+            Block::Section { head, first, .. } => std::borrow::Cow::Owned(format!(
+                "{head}{}{SECTION_TAIL}",
+                cluster_body(first).trim_end()
+            )),
+        }
+    }
+}
+
 /// The review as blocks: each is kept whole or, when it is a section that does not fit, cut
 /// at a line with its fence and `<details>` closed.
-fn blocks(review: &Review) -> Vec<String> {
+fn blocks(review: &Review) -> Vec<Block<'_>> {
     let mut out = Vec::new();
-    out.push(format!(
+    out.push(Block::Text(format!(
         "### flotilla plan `{}`..`{}`\n\n",
         short(&review.base.commit),
         short(&review.head.commit)
-    ));
+    )));
     if !review.errors.is_empty() {
         for side in [Side::Base, Side::Head] {
             let errors: Vec<&str> = review
@@ -58,7 +116,7 @@ fn blocks(review: &Review) -> Vec<String> {
                 plural(errors.len())
             );
             fenced(&mut text, "text", &(errors.join("\n") + "\n"));
-            out.push(text);
+            out.push(Block::Text(text));
         }
         return out;
     }
@@ -135,7 +193,7 @@ fn blocks(review: &Review) -> Vec<String> {
         summary.push_str("| cluster | added | changed | removed | errors | labels from |\n");
         summary.push_str("|---|---:|---:|---:|---:|---|\n");
     }
-    out.push(summary);
+    out.push(Block::Text(summary));
     for c in rows.iter().take(TABLE_ROWS) {
         let note = match (c.membership, c.paused) {
             (Membership::Joins, _) => " (joins the fleet)",
@@ -143,7 +201,7 @@ fn blocks(review: &Review) -> Vec<String> {
             (_, true) => " (paused)",
             _ => "",
         };
-        out.push(format!(
+        out.push(Block::Text(format!(
             "| `{}`{note} | {} | {} | {} | {} | {} |\n",
             c.name,
             c.counts.added,
@@ -155,13 +213,13 @@ fn blocks(review: &Review) -> Vec<String> {
             } else {
                 label_source(&c.labels)
             }
-        ));
+        )));
     }
     if rows.len() > TABLE_ROWS {
-        out.push(format!(
+        out.push(Block::Text(format!(
             "| … and {} more clusters | | | | | |\n",
             rows.len() - TABLE_ROWS
-        ));
+        )));
     }
     let mut tail = if rows.is_empty() {
         String::new()
@@ -177,20 +235,32 @@ fn blocks(review: &Review) -> Vec<String> {
             name_list(&names, "`")
         );
     }
-    out.push(tail);
+    out.push(Block::Text(tail));
 
     // Group clusters whose sections read the same.
-    let mut groups: BTreeMap<String, Vec<&ClusterReview>> = BTreeMap::new();
-    let mut order: Vec<String> = Vec::new();
+    // In order of first appearance. Bodies are not kept (a big fleet's hold every diff): a
+    // group is found by the hash of its body, and confirmed by making the first member's body
+    // again and comparing the texts.
+    let mut groups: Vec<(usize, Vec<&ClusterReview>)> = Vec::new();
+    let mut index: HashMap<u64, Vec<usize>> = HashMap::new();
     for c in &detailed {
         let body = cluster_body(c);
-        if !groups.contains_key(&body) {
-            order.push(body.clone());
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        body.hash(&mut hasher);
+        let candidates = index.entry(hasher.finish()).or_default();
+        match candidates
+            .iter()
+            .find(|i| cluster_body(groups[**i].1[0]) == body)
+        {
+            Some(i) => groups[*i].1.push(c),
+            None => {
+                candidates.push(groups.len());
+                groups.push((body.trim_end().len(), vec![c]));
+            }
         }
-        groups.entry(body).or_default().push(c);
     }
-    for body in order {
-        let members = &groups[&body];
+    drop(index);
+    for (body_len, members) in groups {
         let names: Vec<&str> = members.iter().map(|c| c.name.as_str()).collect();
         let c = members[0].counts;
         let mut what = Vec::new();
@@ -210,12 +280,16 @@ fn blocks(review: &Review) -> Vec<String> {
         if what.is_empty() {
             what.push("no change".into());
         }
-        out.push(format!(
-            "<details><summary><b>{}</b>: {}</summary>\n\n{}\n\n</details>\n\n",
+        let head = format!(
+            "<details><summary><b>{}</b>: {}</summary>\n\n",
             name_list(&names, ""),
             what.join(", "),
-            body.trim_end()
-        ));
+        );
+        out.push(Block::Section {
+            len: head.len() + body_len + SECTION_TAIL.len(),
+            head,
+            first: members[0],
+        });
     }
     out
 }
@@ -372,20 +446,21 @@ fn plural(n: usize) -> &'static str {
 /// Joins the blocks within `limit` bytes. A block that does not fit ends the output: a section
 /// is cut at a line boundary (its open fence and `<details>` closed), any other block is left
 /// out, and a marker says how many characters of how many were cut.
-fn cap(blocks: &[String], limit: usize) -> String {
-    let total: usize = blocks.iter().map(String::len).sum();
+fn cap(blocks: &[impl Piece], limit: usize) -> String {
+    let total: usize = blocks.iter().map(Piece::len).sum();
     if total <= limit {
-        return blocks.concat();
+        return blocks.iter().map(Piece::text).collect();
     }
     let budget = limit.saturating_sub(MARKER_RESERVE);
     let mut out = String::new();
     for block in blocks {
         if out.len() + block.len() <= budget {
-            out.push_str(block);
+            out.push_str(&block.text());
             continue;
         }
-        if block.starts_with("<details>") {
-            cut_section(&mut out, block, budget);
+        let text = block.text();
+        if text.starts_with("<details>") {
+            cut_section(&mut out, &text, budget);
         }
         break;
     }

@@ -498,6 +498,13 @@ impl Review {
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_default() + "\n"
     }
+
+    /// [`Review::to_json`] written to `out` as it is made: the JSON of a big fleet's plan need
+    /// not be held in memory whole.
+    pub fn write_json(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        serde_json::to_writer_pretty(&mut *out, self)?;
+        out.write_all(b"\n")
+    }
 }
 
 /// Compares one profile on one cluster; `None` when it has nothing to say.
