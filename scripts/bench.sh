@@ -83,6 +83,8 @@ case " ${workloads[*]} " in *" fleet "*) clusters=(c1 c2 c3 c4 c5 c6 c7 c8 c9 c1
 
 # Other work on the machine competes for the same cores: its load average goes into the heading.
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+# The commit the binary is built from (HEAD may move while a long run goes on).
+built_from=$(git rev-parse --short HEAD)
 scripts/testbin.sh >/dev/null
 cargo build --release --locked --quiet
 work=$(mktemp -d "${TMPDIR:-/tmp}/flotilla-bench.XXXXXX")
@@ -813,7 +815,7 @@ mem=$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)
 table=$(
   echo "### $(date -u '+%Y-%m-%d %H:%M UTC') — $(nproc) cores, $mem, $cpu"
   echo
-  echo "Command: \`scripts/bench.sh $args\` ($runs runs each; median (min–max)); flotilla $(git rev-parse --short HEAD), release build;"
+  echo "Command: \`scripts/bench.sh $args\` ($runs runs each; median (min–max)); flotilla $built_from, release build;"
   echo "load average (1/5/15 min) $load_before before the build and the clusters, $(cut -d' ' -f1-3 /proc/loadavg) at the end;"
   if [ ${#clusters[@]} -gt 0 ]; then
     echo "kube-apiserver $(sort -V "${FLOTILLA_TESTBIN:-$HOME/.cache/flotilla/testbin}/kube-versions" | tail -n 1), one etcd, ${#clusters[@]} apiserver(s) on this machine."
