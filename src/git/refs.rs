@@ -2,9 +2,6 @@
 //! match a glob — for a remote with one connection, fetching only the ones that moved — and the
 //! merge base a head is reviewed against.
 
-use git2::{Direction, ProxyOptions};
-
-use super::auth::Auth;
 use super::{GitError, GitSource, Kind};
 
 /// A ref that matched the glob, and its commit.
@@ -77,75 +74,52 @@ impl GitSource {
     }
 
     fn remote_refs(&self, glob: &str) -> Result<Vec<MatchedRef>, GitError> {
-        let Kind::Remote { url, port } = &self.kind else {
+        if !matches!(self.kind, Kind::Remote { .. }) {
             return Ok(vec![]);
-        };
-        let mut remote = self
-            .repo
-            .remote_anonymous(url)
-            .map_err(|e| self.repo_err("create the remote", &e))?;
-        let auth = Auth::new(&self.credentials, *port);
-        let mut proxy = ProxyOptions::new();
-        proxy.auto();
-        let mut connection = remote
-            .connect_auth(Direction::Fetch, Some(auth.callbacks()), Some(proxy))
-            .map_err(|e| self.network_err(&auth, format!("connect to list {glob}"), &e))?;
-        let advertised: Vec<MatchedRef> = connection
-            .list()
-            .map_err(|e| self.network_err(&auth, format!("list {glob}"), &e))?
-            .iter()
-            .filter(|head| glob_matches(glob, head.name()))
-            .map(|head| MatchedRef {
-                name: head.name().to_string(),
-                commit: head.oid().to_string(),
-            })
-            .collect();
-        let moved: Vec<String> = advertised
-            .iter()
-            .filter(|r| {
-                self.repo
-                    .refname_to_id(&r.name)
-                    .map_or(true, |id| id.to_string() != r.commit)
-            })
-            .map(|r| format!("+{0}:{0}", r.name))
-            .collect();
-        if !moved.is_empty() {
-            let mut options = super::remote::fetch_options(&auth);
-            connection
-                .remote()
-                .fetch(
-                    &moved,
-                    Some(&mut options),
-                    Some("flotilla: fetch review refs"),
-                )
-                .map_err(|e| self.network_err(&auth, format!("fetch {glob}"), &e))?;
-            tracing::info!(repo = %self.display, refs = moved.len(), "fetched review refs");
         }
-        Ok(advertised)
+        self.with_advertised(glob, |advertised, connection, auth| {
+            let advertised: Vec<MatchedRef> = advertised
+                .iter()
+                .filter(|(name, _)| glob_matches(glob, name))
+                .map(|(name, oid)| MatchedRef {
+                    name: name.clone(),
+                    commit: oid.to_string(),
+                })
+                .collect();
+            let moved: Vec<String> = advertised
+                .iter()
+                .filter(|r| {
+                    self.repo
+                        .refname_to_id(&r.name)
+                        .map_or(true, |id| id.to_string() != r.commit)
+                })
+                .map(|r| format!("+{0}:{0}", r.name))
+                .collect();
+            if !moved.is_empty() {
+                let mut options = super::remote::fetch_options(auth);
+                connection
+                    .remote()
+                    .fetch(
+                        &moved,
+                        Some(&mut options),
+                        Some("flotilla: fetch review refs"),
+                    )
+                    .map_err(|e| self.network_err(auth, format!("fetch {glob}"), &e))?;
+                tracing::info!(repo = %self.display, refs = moved.len(), "fetched review refs");
+            }
+            Ok(advertised)
+        })
     }
 
     /// Whether the remote advertises `name` (one ls-remote, nothing fetched); false for a
     /// local repository.
     pub(super) fn remote_has_ref(&self, name: &str) -> Result<bool, GitError> {
-        let Kind::Remote { url, port } = &self.kind else {
+        if !matches!(self.kind, Kind::Remote { .. }) {
             return Ok(false);
-        };
-        let mut remote = self
-            .repo
-            .remote_anonymous(url)
-            .map_err(|e| self.repo_err("create the remote", &e))?;
-        let auth = Auth::new(&self.credentials, *port);
-        let mut proxy = ProxyOptions::new();
-        proxy.auto();
-        let connection = remote
-            .connect_auth(Direction::Fetch, Some(auth.callbacks()), Some(proxy))
-            .map_err(|e| self.network_err(&auth, format!("connect to look for {name}"), &e))?;
-        let found = connection
-            .list()
-            .map_err(|e| self.network_err(&auth, format!("look for {name}"), &e))?
-            .iter()
-            .any(|head| head.name() == name);
-        Ok(found)
+        }
+        self.with_advertised(name, |advertised, _, _| {
+            Ok(advertised.iter().any(|(advertised, _)| advertised == name))
+        })
     }
 
     /// The commit a head is reviewed against: the merge base of `head` and `base`, or `base`

@@ -17,46 +17,66 @@ pub(super) enum PushOutcome {
 }
 
 impl GitSource {
-    /// `poll` for a remote: list, compare, fetch only when the branch moved.
-    pub(super) fn poll_remote(&mut self) -> Result<PollResult, GitError> {
-        let refname = format!("refs/heads/{}", self.branch);
+    /// Connects to the remote, lists the refs it advertises (name, commit), and hands them with
+    /// the open connection (for a fetch) to `then`: one ls-remote for every caller.
+    pub(super) fn with_advertised<T>(
+        &self,
+        what: &str,
+        then: impl FnOnce(
+            &[(String, git2::Oid)],
+            &mut git2::RemoteConnection<'_, '_, '_>,
+            &Auth<'_>,
+        ) -> Result<T, GitError>,
+    ) -> Result<T, GitError> {
         let (mut remote, port) = self.anonymous_remote()?;
         let auth = Auth::new(&self.credentials, port);
         let mut proxy = ProxyOptions::new();
         proxy.auto();
         let mut connection = remote
             .connect_auth(Direction::Fetch, Some(auth.callbacks()), Some(proxy))
-            .map_err(|e| self.network_err(&auth, format!("connect to list {refname}"), &e))?;
-        let advertised = connection
+            .map_err(|e| self.network_err(&auth, format!("connect to list {what}"), &e))?;
+        let advertised: Vec<(String, git2::Oid)> = connection
             .list()
-            .map_err(|e| self.network_err(&auth, format!("list {refname}"), &e))?
+            .map_err(|e| self.network_err(&auth, format!("list {what}"), &e))?
             .iter()
-            .find(|head| head.name() == refname)
-            .map(|head| head.oid());
-        let Some(remote_oid) = advertised else {
-            return Err(GitError::BranchNotFound {
-                repo: self.display.clone(),
-                branch: self.branch.clone(),
-            });
-        };
+            .map(|head| (head.name().to_string(), head.oid()))
+            .collect();
+        then(&advertised, &mut connection, &auth)
+    }
+
+    /// `poll` for a remote: list, compare, fetch only when the branch moved.
+    pub(super) fn poll_remote(&mut self) -> Result<PollResult, GitError> {
+        let refname = format!("refs/heads/{}", self.branch);
         let mirrored = self.branch_commit()?;
-        if mirrored.as_deref() == Some(remote_oid.to_string().as_str()) {
-            tracing::debug!(repo = %self.display, branch = %self.branch, commit = %remote_oid, "branch unchanged; nothing fetched");
-            return Ok(PollResult {
-                commit: remote_oid.to_string(),
-                fetched: false,
-            });
+        let polled = self.with_advertised(&refname, |advertised, connection, auth| {
+            let Some((_, remote_oid)) = advertised.iter().find(|(name, _)| *name == refname)
+            else {
+                return Err(GitError::BranchNotFound {
+                    repo: self.display.clone(),
+                    branch: self.branch.clone(),
+                });
+            };
+            if mirrored.as_deref() == Some(remote_oid.to_string().as_str()) {
+                tracing::debug!(repo = %self.display, branch = %self.branch, commit = %remote_oid, "branch unchanged; nothing fetched");
+                return Ok(Some(PollResult {
+                    commit: remote_oid.to_string(),
+                    fetched: false,
+                }));
+            }
+            let refspecs = [
+                format!("+{refname}:{refname}"),
+                "+refs/notes/*:refs/notes/*".to_string(),
+            ];
+            let mut options = fetch_options(auth);
+            connection
+                .remote()
+                .fetch(&refspecs, Some(&mut options), Some("flotilla: fetch"))
+                .map_err(|e| self.network_err(auth, format!("fetch {refname}"), &e))?;
+            Ok(None)
+        })?;
+        if let Some(unchanged) = polled {
+            return Ok(unchanged);
         }
-        let refspecs = [
-            format!("+{refname}:{refname}"),
-            "+refs/notes/*:refs/notes/*".to_string(),
-        ];
-        let mut options = fetch_options(&auth);
-        connection
-            .remote()
-            .fetch(&refspecs, Some(&mut options), Some("flotilla: fetch"))
-            .map_err(|e| self.network_err(&auth, format!("fetch {refname}"), &e))?;
-        drop(connection);
         let commit = self
             .branch_commit()?
             .ok_or_else(|| GitError::BranchNotFound {
