@@ -443,7 +443,7 @@ for workload in "${workloads[@]}"; do
       git init -q -b main "$work/local"
       git -C "$work/local" add -A
       commit "$work/local" "namespace only"
-      "$flotilla" run --repo "$work/local" "${sync_args[@]}" --interval 60s \
+      "$flotilla" run --http-addr off --repo "$work/local" "${sync_args[@]}" --interval 60s \
         --cache-dir "$work/cache-latency" --notes-ref refs/notes/latency 2>"$work/daemon.log" &
       daemon_pid=$!
       sleep 3
@@ -562,7 +562,7 @@ PY
       git init -q -b main "$work/drift"
       git -C "$work/drift" add -A
       commit "$work/drift" "drift bench"
-      FLOTILLA_LOG=info "$flotilla" run --repo "$work/drift" "${sync_args[@]}" --interval 60s \
+      FLOTILLA_LOG=info "$flotilla" run --http-addr off --repo "$work/drift" "${sync_args[@]}" --interval 60s \
         --cache-dir "$work/cache-drift" --notes-ref refs/notes/drift 2>"$work/drift.log" &
       daemon_pid=$!
       for ((w = 0; w < 600; w++)); do

@@ -175,7 +175,7 @@ KUBECONFIG=$dir/fleet/staging-eu-1.kubeconfig helm list -n team-a
 
 echo
 echo "== flotilla run (the daemon) and a hand edit on prod-eu-1: guardrails uses ContinuousWithDriftDetection"
-FLOTILLA_LOG=info "$flotilla" run --repo "file://$dir/config.git" --kubeconfig-dir "$dir/fleet" \
+FLOTILLA_LOG=info "$flotilla" run --http-addr off --repo "file://$dir/config.git" --kubeconfig-dir "$dir/fleet" \
   --management-cluster mgmt --cache-dir "$dir/cache" --interval 60s \
   --helm-bin "$testbin/helm" --chart-cache-dir "$dir/chart-cache" 2>"$dir/daemon.log" &
 servers+=($!)
